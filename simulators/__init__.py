@@ -8,5 +8,6 @@ RNG: seed with ``torch.manual_seed``.
 
 from .base import Simulator
 from .polynomial_surface import PolynomialSurface
+from .sphere import ConditionalSphere
 
-__all__ = ["Simulator", "PolynomialSurface"]
+__all__ = ["Simulator", "PolynomialSurface", "ConditionalSphere"]
