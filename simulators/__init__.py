@@ -7,7 +7,8 @@ RNG: seed with ``torch.manual_seed``.
 """
 
 from .base import Simulator
+from .lorenz import LorenzAttractor
 from .polynomial_surface import PolynomialSurface
 from .sphere import ConditionalSphere
 
-__all__ = ["Simulator", "PolynomialSurface", "ConditionalSphere"]
+__all__ = ["Simulator", "PolynomialSurface", "ConditionalSphere", "LorenzAttractor"]
