@@ -8,7 +8,14 @@ RNG: seed with ``torch.manual_seed``.
 
 from .base import Simulator
 from .lorenz import LorenzAttractor
+from .particle_decay import ParticleDecay
 from .polynomial_surface import PolynomialSurface
 from .sphere import ConditionalSphere
 
-__all__ = ["Simulator", "PolynomialSurface", "ConditionalSphere", "LorenzAttractor"]
+__all__ = [
+    "Simulator",
+    "PolynomialSurface",
+    "ConditionalSphere",
+    "LorenzAttractor",
+    "ParticleDecay",
+]
