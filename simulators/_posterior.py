@@ -16,6 +16,11 @@ __all__ = ["grid_posterior", "nuts_posterior"]
 LogLik = Callable[[Tensor], Tensor]
 
 
+def _check_num_samples(num_samples: int) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+
+
 def grid_posterior(
     log_lik: LogLik,
     low: Tensor,
@@ -31,6 +36,7 @@ def grid_posterior(
     (``torch.multinomial``, global RNG) and the sample is uniform inside it. Exact up to the
     variation of the likelihood within one cell. Returns ``(num_samples, p)`` float64.
     """
+    _check_num_samples(num_samples)
     p = low.numel()
     device = low.device
     width = (high - low) / points_per_dim
@@ -63,6 +69,7 @@ def nuts_posterior(
     the other on the current process; seeding is through torch's global RNG (``pyro`` uses it).
     Returns ``(num_samples, p)`` float64 on ``low``'s device.
     """
+    _check_num_samples(num_samples)
     import pyro
     import pyro.distributions as dist
     from pyro.infer import MCMC, NUTS

@@ -54,6 +54,16 @@ BACKGROUND = 0.5
 GRAM = (1.0 / 5.0, 1.0 / 9.0, 2.0 / 9.0)  # E[B_k²] under isotropic directions
 
 
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"{c}_{i}" for i in range(1, 5) for c in ("E", "px", "py", "pz")),
+    *(f"pT_{i}" for i in range(1, 5)),
+    *(f"eta_{i}" for i in range(1, 5)),
+    "deta_12", "deta_34", "cos_dphi_12", "cos_dphi_34",
+    "pT_X", "y_X", "m_X", "pT_a", "y_a", "pT_b", "y_b",
+    "m_13", "m_14", "m_23", "m_24", "HT",
+)  # fmt: skip
+
+
 def boost(p: Tensor, beta: Tensor) -> Tensor:
     """Pure Lorentz boost of four-vectors ``p (..., 4)`` by velocity ``beta (..., 3)``.
 
@@ -96,6 +106,7 @@ class ParticleDecay(ConditionalSimulator):
     manifold_dim = 10
     data_dim = 40
     param_dim = 3
+    feature_names = FEATURE_NAMES
 
     def __init__(
         self,

@@ -195,6 +195,9 @@ def test_reproducible_and_errors(sim):
         sim(torch.zeros(5, 2))
     with pytest.raises(ValueError, match="NaN"):
         sim.log_likelihood(torch.full((2, 40), float("nan")), torch.zeros(3))
+    with pytest.raises(ValueError, match="num_samples"):
+        sim.reference_posterior(a[:3], 0)
+    assert len(sim.feature_names) == 40 == len(set(sim.feature_names))
     with pytest.raises(ValueError, match="method"):
         sim.reference_posterior(a[:3], 10, method="foo")
     with pytest.raises(NotImplementedError, match="smearing"):
