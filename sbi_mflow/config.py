@@ -1,0 +1,98 @@
+"""Plain, serialisable configuration of a manifold-learning flow estimator."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["MODELS", "ManifoldFlowConfig"]
+
+#: Model names accepted by :func:`sbi_mflow.manifold_likelihood_nn`.
+MODELS = ("mflow", "meflow", "pie", "pie-conditional")
+
+_LINEAR_LAYERS = ("permutation", "lu")
+
+
+@dataclass
+class ManifoldFlowConfig:
+    """Architecture of an M-flow, Me-flow or PIE estimator.
+
+    Only plain Python types, so that ``asdict(config)`` can be stored next to a state dict
+    and loaded with ``torch.load(weights_only=True)``.
+
+    Attributes:
+        model: one of :data:`MODELS`.
+        data_dim: d, the dimension of x.
+        manifold_dim: n < d, the dimension of the learned manifold.
+        param_dim: p, the dimension of θ (0 for unconditional density estimation).
+        outer_layers: number of rational-quadratic coupling layers of the outer flow f.
+        inner_layers: number of coupling layers of the inner flow h.
+        hidden_features: width of the residual conditioner nets.
+        num_blocks: residual blocks per conditioner net.
+        num_bins: spline bins K.
+        tail_bound: splines are identity-with-linear-tails outside [-B, B].
+        linear_layer: "permutation" or "lu" between couplings.
+        encoder_hidden_features, encoder_blocks: Me-flow encoder network size.
+        epsilon: PIE's off-manifold width ε.
+        reconstruction_weight: weight of the reconstruction term of the simultaneous loss.
+        dropout: dropout probability inside the conditioner nets.
+    """
+
+    model: str
+    data_dim: int
+    manifold_dim: int
+    param_dim: int = 0
+    outer_layers: int = 5
+    inner_layers: int = 5
+    hidden_features: int = 64
+    num_blocks: int = 2
+    num_bins: int = 8
+    tail_bound: float = 6.0
+    linear_layer: str = "permutation"
+    encoder_hidden_features: int = 100
+    encoder_blocks: int = 5
+    epsilon: float = 0.01
+    reconstruction_weight: float = 1000.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"Unknown model {self.model!r}; choose one of {MODELS}.")
+        if self.linear_layer not in _LINEAR_LAYERS:
+            raise ValueError(
+                f"Unknown linear_layer {self.linear_layer!r}; choose one of {_LINEAR_LAYERS}."
+            )
+        if self.data_dim < 2:
+            raise ValueError(f"data_dim must be at least 2 to hold a manifold, got {self.data_dim}.")
+        if not 1 <= self.manifold_dim < self.data_dim:
+            raise ValueError(
+                f"manifold_dim must satisfy 1 <= manifold_dim < data_dim = {self.data_dim}, "
+                f"got manifold_dim = {self.manifold_dim}."
+            )
+        if self.param_dim < 0:
+            raise ValueError(f"param_dim must be >= 0, got {self.param_dim}.")
+        if self.model == "pie-conditional" and self.param_dim == 0:
+            raise ValueError("'pie-conditional' conditions the manifold on θ and needs param_dim > 0.")
+        for name in ("outer_layers", "inner_layers", "hidden_features", "num_blocks", "num_bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.tail_bound <= 0 or self.epsilon <= 0 or self.reconstruction_weight < 0:
+            raise ValueError("tail_bound and epsilon must be > 0, reconstruction_weight >= 0.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+    @property
+    def conditional_manifold(self) -> bool:
+        """Whether the outer flow (the manifold) depends on θ."""
+        return self.model == "pie-conditional"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ManifoldFlowConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"Unknown configuration keys {sorted(unknown)}.")
+        return cls(**values)
