@@ -231,19 +231,24 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
         u = self._encode(x, None)
         return self.latent_log_prob(u, condition) - 0.5 * self.log_det_metric(u)
 
-    def log_det_metric(self, u: Tensor, condition: Tensor | None = None) -> Tensor:
+    def log_det_metric(
+        self, u: Tensor, condition: Tensor | None = None, mode: str = "auto"
+    ) -> Tensor:
         """log det(J_gᵀ J_g)(u), J_g = ∂g/∂u ∈ R^{d×n}: (B, n) -> (B,).
 
-        Exact, from n forward-mode Jacobian-vector products in one batched pass. Enables
-        autograd itself (sbi calls estimators under ``no_grad``); the result carries a graph
-        only when the caller has grad enabled.
+        Exact, from one batched forward- or reverse-mode pass (see
+        :func:`sbi_mflow.jacobian.batched_jacobian`). Works under sbi's ``no_grad``; the
+        result carries a graph only when the caller has grad enabled.
         """
-        outer_context = self._outer_context(condition)
-        grad_enabled = torch.is_grad_enabled()
-        with torch.enable_grad():
-            _, jacobian = batched_jacobian(self._decode, u, outer_context)
-            value = log_det_gram(jacobian)
-        return value if grad_enabled else value.detach()
+        jacobian = batched_jacobian(
+            self._decode,
+            u,
+            self._outer_context(condition),
+            data_dim=self.data_dim,
+            mode=mode,
+            create_graph=torch.is_grad_enabled(),
+        )
+        return log_det_gram(jacobian)
 
     def _flatten(
         self, input: Tensor, condition: Tensor | None
