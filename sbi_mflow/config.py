@@ -63,7 +63,7 @@ class ManifoldFlowConfig:
                 f"Unknown linear_layer {self.linear_layer!r}; choose one of {_LINEAR_LAYERS}."
             )
         if self.data_dim < 2:
-            raise ValueError(f"data_dim must be at least 2 to hold a manifold, got {self.data_dim}.")
+            raise ValueError(f"data_dim must be >= 2 to hold a manifold, got {self.data_dim}.")
         if not 1 <= self.manifold_dim < self.data_dim:
             raise ValueError(
                 f"manifold_dim must satisfy 1 <= manifold_dim < data_dim = {self.data_dim}, "
@@ -72,7 +72,9 @@ class ManifoldFlowConfig:
         if self.param_dim < 0:
             raise ValueError(f"param_dim must be >= 0, got {self.param_dim}.")
         if self.model == "pie-conditional" and self.param_dim == 0:
-            raise ValueError("'pie-conditional' conditions the manifold on θ and needs param_dim > 0.")
+            raise ValueError(
+                "'pie-conditional' conditions the manifold on θ and needs param_dim > 0."
+            )
         for name in ("outer_layers", "inner_layers", "hidden_features", "num_blocks", "num_bins"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -49,7 +49,9 @@ def save(estimator: ManifoldFlowEstimator, path: str | os.PathLike, overwrite: b
     return path
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ManifoldFlowEstimator:
+def load(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> ManifoldFlowEstimator:
     """Rebuild an estimator saved by :func:`save` (in eval mode, on ``map_location``)."""
     path = Path(path)
     if not path.is_file():

@@ -24,7 +24,13 @@ def _reference_log_det(estimator, u, theta=None):
 @pytest.mark.parametrize("linear_layer", ["permutation", "lu"])
 @pytest.mark.parametrize(
     "model,data_dim,manifold_dim",
-    [("mflow", 3, 2), ("mflow", 6, 3), ("meflow", 5, 2), ("pie-conditional", 4, 2), ("mflow", 2, 1)],
+    [
+        ("mflow", 3, 2),
+        ("mflow", 6, 3),
+        ("meflow", 5, 2),
+        ("pie-conditional", 4, 2),
+        ("mflow", 2, 1),
+    ],
 )
 def test_log_det_metric_matches_autograd(model, data_dim, manifold_dim, linear_layer, seed):
     estimator = perturbed_estimator(

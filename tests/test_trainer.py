@@ -1,0 +1,254 @@
+"""ManifoldNLE: phases touch only their parameters, early stopping, SCANDAL, data handling."""
+
+import math
+
+import pytest
+import torch
+from sbi.neural_nets import likelihood_nn
+from sbi.utils import BoxUniform
+
+import sbi_mflow
+from sbi_mflow.losses import phase_losses
+from simulators import PolynomialSurface
+
+SMALL = dict(outer_layers=2, inner_layers=2, hidden_features=16)
+
+
+class _NullTracker:
+    """Keeps tests from writing tensorboard logs."""
+
+    def log_metric(self, *args, **kwargs):
+        pass
+
+    def log_metrics(self, *args, **kwargs):
+        pass
+
+    def log_params(self, *args, **kwargs):
+        pass
+
+    def add_figure(self, *args, **kwargs):
+        pass
+
+    def flush(self):
+        pass
+
+    @property
+    def log_dir(self):
+        return None
+
+
+def _inference(model="mflow", manifold_dim=2, prior=None, **options):
+    prior = prior or PolynomialSurface().prior
+    build = sbi_mflow.manifold_likelihood_nn(model, manifold_dim, **{**SMALL, **options})
+    return sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False,
+                                 tracker=_NullTracker())
+
+
+def _polynomial_data(num, seed=0):
+    torch.manual_seed(seed)
+    simulator = PolynomialSurface()
+    theta = simulator.prior.sample((num,))
+    x, score = simulator.simulate_with_score(theta)
+    return simulator, theta, x, score
+
+
+def _snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def _changed(before, module):
+    return {name for name, p in module.named_parameters() if not torch.equal(before[name], p)}
+
+
+@pytest.mark.parametrize("model", ["mflow", "meflow"])
+def test_each_phase_updates_only_its_own_parameters(model):
+    _, theta, x, _ = _polynomial_data(300)
+    inference = _inference(model, encoder_hidden_features=16, encoder_blocks=1)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=2,
+                                                             cosine_schedule=False)
+    state = inference._training_state
+    manifold, density = state.phases
+    assert [manifold.name, density.name] == ["manifold", "density"]
+    for phase, allowed in ((manifold, ("net.outer.", "net.encoder.")), (density, ("net.inner.",))):
+        before = _snapshot(estimator)
+        inference._epoch(estimator, phase, state.options, "test epoch")
+        changed = _changed(before, estimator)
+        assert changed, f"the {phase.name} phase changed nothing"
+        assert all(name.startswith(allowed) for name in changed), changed
+
+
+def test_early_stopping_restores_the_best_validation_weights():
+    """Train on 16 points with a high learning rate so the validation loss goes up."""
+    torch.manual_seed(1)
+    prior = BoxUniform(-torch.ones(1), torch.ones(1))
+    theta = prior.sample((160,))
+    x = torch.cat([theta + 0.3 * torch.randn(160, 1), 0.5 * torch.randn(160, 2)], 1)
+    inference = _inference("pie", 2, prior=prior)
+    estimator = inference.append_simulations(theta, x).train(
+        schedule="simultaneous", max_num_epochs=40, validation_fraction=0.9,
+        learning_rate=1e-2, training_batch_size=16, stop_after_epochs=1000,
+        cosine_schedule=False,
+    )
+    history = [e["validation_total"] for e in inference.summary["phases"]]
+    best = min(history)
+    assert history[-1] > best + 0.1  # the validation loss rose: the test is meaningful
+    options = inference._training_state.options
+    with torch.no_grad():
+        theta_v, x_v = theta[inference.val_indices], x[inference.val_indices]
+        final = phase_losses(estimator, "likelihood", x_v, theta_v)["total"].mean().item()
+    assert math.isclose(final, best, rel_tol=1e-4, abs_tol=1e-4)
+    assert options["patience"] == 1000
+
+
+def test_scandal_gradient_matches_finite_differences():
+    _, theta, x, score = _polynomial_data(64)
+    inference = _inference()
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=2)
+    estimator = estimator.double().train()
+    x, theta, score = x.double(), theta.double(), score.double()
+    parameter = next(p for p in estimator.net.inner.parameters() if p.dim() == 2)
+
+    def score_term():
+        return phase_losses(estimator, "density", x, theta, score, 1.0)["score_mse"].mean()
+
+    score_term().backward()
+    analytic = parameter.grad[0, 0].item()
+    step = 1e-6
+    with torch.no_grad():
+        parameter[0, 0] += step
+        plus = score_term().item()
+        parameter[0, 0] -= 2 * step
+        minus = score_term().item()
+    assert abs(analytic) > 1e-8
+    assert analytic == pytest.approx((plus - minus) / (2 * step), rel=1e-4, abs=1e-7)
+
+
+def test_invalid_rows_are_dropped_together_and_stay_aligned():
+    torch.manual_seed(0)
+    theta = torch.rand(50, 2)
+    x = torch.randn(50, 3)
+    score = theta * 10 + x[:, :2]  # a function of the row, to check alignment
+    x[3, 0] = float("nan")
+    theta[7, 1] = float("inf")
+    score[11, 0] = float("nan")
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    inference = _inference(prior=prior)
+    with pytest.raises(ValueError, match="3 of 50 simulations"):
+        inference.append_simulations(theta, x, score=score)
+    with pytest.warns(UserWarning, match="Dropped 3 of 50"):
+        inference.append_simulations(theta, x, score=score, exclude_invalid_x=True)
+    kept_theta, kept_x, kept_score = inference.get_simulations_with_score()
+    assert kept_theta.shape[0] == 47
+    torch.testing.assert_close(kept_score, kept_theta * 10 + kept_x[:, :2])
+
+
+def test_bad_training_input_gets_clear_errors():
+    _, theta, x, score = _polynomial_data(40)
+    inference = _inference()
+    with pytest.raises(ValueError, match="score must have the shape of theta"):
+        inference.append_simulations(theta, x, score=score[:, :0])
+    with pytest.raises(ValueError, match="rows"):
+        inference.append_simulations(theta[:10], x)
+    inference.append_simulations(theta, x)
+    with pytest.raises(ValueError, match="needs the joint score"):
+        inference.train(scandal_weight=1.0)
+    with pytest.raises(ValueError, match="Unknown schedule"):
+        inference.train(schedule="sideways")
+    pie = _inference("pie").append_simulations(theta, x)
+    with pytest.raises(ValueError, match="M/D schedule needs an M-flow"):
+        pie.train(schedule="sequential")
+
+
+def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatch):
+    _, theta, x, _ = _polynomial_data(200)
+    inference = _inference()
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=2)
+    before = _snapshot(estimator)
+    original = type(estimator).density_loss
+    calls = {"n": 0}
+
+    def flaky_density_loss(self, x, condition=None):
+        calls["n"] += 1
+        value = original(self, x, condition)
+        return value * float("nan") if calls["n"] > 1 else value
+
+    monkeypatch.setattr(type(estimator), "density_loss", flaky_density_loss)
+    with pytest.raises(sbi_mflow.TrainingDivergedError, match="density phase at epoch 2"):
+        inference.train(max_num_epochs=2, resume_training=True)
+    # The manifold phase completed its second epoch; the failed density epoch left no trace.
+    changed = _changed(before, estimator)
+    assert changed and all(name.startswith("net.outer.") for name in changed)
+    assert all(torch.isfinite(p).all() for p in estimator.parameters())
+
+
+def test_resume_training_continues_phases_and_optimisers():
+    _, theta, x, _ = _polynomial_data(200)
+    inference = _inference()
+    inference.append_simulations(theta, x).train(max_num_epochs=4)
+    state = inference._training_state
+    steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in state.phases]
+    split = inference.train_indices.clone()
+    inference.train(max_num_epochs=2, resume_training=True)
+    assert [p.epochs_done for p in state.phases] == [3, 3]
+    new_steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in state.phases]
+    assert all(new > old for new, old in zip(new_steps, steps, strict=True))
+    assert torch.equal(split, inference.train_indices)
+    assert len(inference.summary["phases"]) == 6
+
+
+def test_alternating_schedule_and_sbi_nsf_with_scandal_train():
+    _, theta, x, score = _polynomial_data(300)
+    inference = _inference()
+    inference.append_simulations(theta, x, score=score)
+    inference.train(schedule="alternating", max_num_epochs=4, scandal_weight=0.1)
+    names = [e["phase"] for e in inference.summary["phases"]]
+    assert names == ["manifold", "density"] * 2
+    assert "train_score_mse" in inference.summary["phases"][1]
+    nsf = sbi_mflow.ManifoldNLE(PolynomialSurface().prior, show_progress_bars=False,
+                                density_estimator=likelihood_nn("nsf", num_transforms=2),
+                                tracker=_NullTracker())
+    estimator = nsf.append_simulations(theta, x, score=score).train(
+        max_num_epochs=2, scandal_weight=0.1)
+    entry = nsf.summary["phases"][-1]
+    assert entry["phase"] == "likelihood" and math.isfinite(entry["validation_score_mse"])
+    assert estimator.log_prob(x[:3], theta[:3]).shape == (1, 3)
+
+
+def test_sequential_md_learns_the_polynomial_surface():
+    simulator, theta, x, _ = _polynomial_data(4000)
+    inference = _inference(outer_layers=5, inner_layers=3, hidden_features=32)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=40)
+    torch.manual_seed(123)
+    theta_test = simulator.prior.sample((1000,))
+    x_test = simulator(theta_test)
+    with torch.no_grad():
+        reconstruction = estimator.reconstruction_error(x_test).mean().item()
+        samples = estimator.sample((1,), theta_test)[0]
+        distance = simulator.distance_to_manifold(samples).mean().item()
+    assert reconstruction < 0.05
+    assert distance < 0.05
+
+
+def _held_out_errors(estimator, simulator, seed):
+    torch.manual_seed(seed)
+    theta = simulator.prior.sample((2000,))
+    x, score = simulator.simulate_with_score(theta)
+    estimator.eval()
+    terms = phase_losses(estimator, "density", x, theta, score, 1.0)
+    return terms["nll"].mean().item(), terms["score_mse"].mean().item()
+
+
+def test_scandal_improves_the_score_with_few_simulations():
+    """500 simulations: α > 0 lowers the held-out score error, NLL no worse (3 seeds)."""
+    results = {0.0: [], 0.2: []}
+    for seed in range(3):
+        for alpha in results:
+            simulator, theta, x, score = _polynomial_data(500, seed=seed)
+            inference = _inference(outer_layers=3, inner_layers=3, hidden_features=32)
+            estimator = inference.append_simulations(theta, x, score=score).train(
+                max_num_epochs=30, scandal_weight=alpha)
+            results[alpha].append(_held_out_errors(estimator, simulator, 1000 + seed))
+    nll = {a: sum(r[0] for r in v) / 3 for a, v in results.items()}
+    score_mse = {a: sum(r[1] for r in v) / 3 for a, v in results.items()}
+    assert score_mse[0.2] < score_mse[0.0]
+    assert nll[0.2] <= nll[0.0] + 0.02
