@@ -1,0 +1,187 @@
+"""Potentials: chart vs exact likelihood, input checks, off-manifold and convergence warnings.
+
+Fast: untrained estimators with perturbed weights (tests/helpers.py), no training.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import perturbed_estimator
+from sbi.inference.potentials.likelihood_based_potential import (
+    likelihood_estimator_based_potential,
+)
+from sbi.utils import BoxUniform
+
+from sbi_mflow.arviz_data import to_inference_data
+from sbi_mflow.diagnostics import (
+    ConvergenceWarning,
+    OffManifoldWarning,
+    check_convergence,
+    check_on_manifold,
+)
+from sbi_mflow.potential import (
+    ChartPotential,
+    ExactLikelihoodPotential,
+    manifold_potential,
+)
+
+FIXED = ["mflow", "meflow", "pie"]
+
+
+def _prior(p=2):
+    return BoxUniform(-torch.ones(p), torch.ones(p))
+
+
+def _grid(p=2, k=7):
+    axis = torch.linspace(-0.95, 0.95, k, dtype=torch.float64)
+    return torch.cartesian_prod(*([axis] * p)).reshape(-1, p)
+
+
+@pytest.mark.parametrize("model", FIXED)
+def test_chart_and_exact_potentials_differ_by_a_theta_independent_constant(model):
+    estimator = perturbed_estimator(model, data_dim=4, manifold_dim=2, param_dim=2)
+    x_o = torch.randn(6, 4, dtype=torch.float64) * 1.5 + 1.0
+    chart = manifold_potential(estimator, _prior(), x_o)
+    exact = manifold_potential(estimator, _prior(), x_o, exact=True)
+    assert isinstance(chart, ChartPotential) and isinstance(exact, ExactLikelihoodPotential)
+    theta = _grid()
+    difference = (chart(theta, track_gradients=False) - exact(theta, track_gradients=False))
+    # the θ-dependent parts vary by O(10) over the grid, the difference not at all
+    assert chart(theta, track_gradients=False).std() > 1.0
+    torch.testing.assert_close(difference, difference[0].expand_as(difference),
+                               atol=1e-8, rtol=0)
+    # the constant is the θ-independent term of the model, computed independently here
+    with torch.no_grad():
+        u = estimator.encode(x_o)
+        if model == "pie":
+            expected = (exact.estimator.log_prob(x_o, theta[:1].expand(6, 2))
+                        - exact.estimator.chart_log_prob(x_o, theta[:1].expand(6, 2))).sum()
+        else:
+            expected = (-0.5 * estimator.log_det_metric(u)).sum()
+    torch.testing.assert_close(-difference[0], expected, atol=1e-6, rtol=1e-8)
+
+
+def test_exact_potential_equals_sbi_likelihood_potential():
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2)
+    x_o = torch.randn(5, 4, dtype=torch.float64) + 1.0
+    ours = manifold_potential(estimator, _prior(), x_o, exact=True)
+    sbi_potential, _ = likelihood_estimator_based_potential(estimator, _prior(), x_o)
+    theta = _grid(k=4)
+    torch.testing.assert_close(ours(theta, track_gradients=False),
+                               sbi_potential(theta, track_gradients=False).double())
+
+
+def test_chart_potential_is_vectorised_over_thetas_and_differentiable():
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2)
+    x_o = torch.randn(5, 4, dtype=torch.float64) + 1.0
+    potential = manifold_potential(estimator, _prior(), x_o)
+    theta = _grid(k=3)
+    batched = potential(theta, track_gradients=False)
+    single = torch.cat([potential(t, track_gradients=False) for t in theta])
+    torch.testing.assert_close(batched, single)
+    # equals the sum over trials of the estimator's chart log-likelihood + log prior
+    manual = torch.stack([
+        estimator.chart_log_prob(x_o, t.expand(5, 2)).sum() for t in theta
+    ]) + _prior().log_prob(theta)
+    torch.testing.assert_close(batched, manual.double())
+    # gradient w.r.t. θ matches central finite differences; parameters get no gradient
+    theta0 = torch.tensor([[0.1, -0.3]], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(potential(theta0).sum(), theta0)
+    step = 1e-5
+    for i in range(2):
+        shift = torch.zeros(1, 2, dtype=torch.float64)
+        shift[0, i] = step
+        fd = (potential(theta0.detach() + shift, False) - potential(theta0.detach() - shift, False))
+        torch.testing.assert_close(grad[0, i], fd[0] / (2 * step), atol=1e-5, rtol=1e-4)
+    assert all(not p.requires_grad for p in potential.estimator.parameters())
+    assert all(p.requires_grad for p in estimator.parameters())  # caller's copy untouched
+
+
+def test_potential_under_no_grad_and_outside_support():
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2)
+    potential = manifold_potential(estimator, _prior(), torch.randn(3, 4, dtype=torch.float64))
+    with torch.no_grad():
+        value = potential(torch.tensor([[0.0, 0.0], [2.0, 0.0]]))
+    assert torch.isfinite(value[0]) and value[1] == -float("inf")
+
+
+def test_pie_conditional_uses_exact_potential_with_a_cost_warning():
+    estimator = perturbed_estimator("pie-conditional", data_dim=4, manifold_dim=2, param_dim=2)
+    x_o = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="conditions the manifold on θ"):
+        potential = manifold_potential(estimator, _prior(), x_o)
+    assert isinstance(potential, ExactLikelihoodPotential)
+    with pytest.raises(ValueError, match="θ-dependent manifold"):
+        manifold_potential(estimator, _prior(), x_o, exact=False)
+
+
+def test_bad_observations_and_thetas_raise_clear_errors():
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2)
+    potential = manifold_potential(estimator, _prior())
+    with pytest.raises(ValueError, match="No observed data"):
+        potential(torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r"x_o must have shape \(num_trials, 4\)"):
+        potential.set_x(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="x_o must have shape"):
+        potential.set_x(torch.zeros(2, 3, 4))
+    bad = torch.zeros(3, 4)
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        potential.set_x(bad)
+    with pytest.raises(ValueError, match="iid"):
+        potential.set_x(torch.zeros(3, 4), x_is_iid=False)
+    potential.set_x(torch.zeros(4))  # one trial as a vector is fine
+    assert potential.num_trials == 1
+    with pytest.raises(ValueError, match="θ must have shape"):
+        potential(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        potential(torch.tensor([[0.0, float("nan")]]))
+
+
+def test_off_manifold_warning_uses_reference_errors_or_relative_threshold():
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2)
+    with torch.no_grad():
+        on = estimator.project(torch.randn(50, 4, dtype=torch.float64))
+    reference = on[:40]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OffManifoldWarning)
+        errors = check_on_manifold(estimator, on[40:], reference_x=reference)
+        check_on_manifold(estimator, on[40:])  # relative threshold, projections are on it
+    assert errors.max() < 1e-4
+    # move one point along a direction normal to the manifold, by a lot
+    normal = torch.randn(4, dtype=torch.float64)
+    far = on[40:].clone()
+    far[3] = far[3] + 10.0 * normal / normal.norm()
+    with pytest.warns(OffManifoldWarning, match="1 of 10 observations"):
+        errors = check_on_manifold(estimator, far, reference_errors=torch.full((20,), 0.01))
+    assert errors[3] > 1.0 and errors[torch.arange(10) != 3].max() < 1e-4
+    with pytest.warns(OffManifoldWarning, match="data spread"):
+        check_on_manifold(estimator, far)
+
+
+def _idata(chains):
+    return to_inference_data(torch.as_tensor(chains), {
+        "diverging": np.zeros(chains.shape[:2], dtype=bool),
+    })
+
+
+def test_convergence_warnings_fire_for_bad_chains_only():
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(4, 1000, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        summary = check_convergence(_idata(good))
+    assert summary.max_rhat < 1.01 and summary.min_ess_bulk > 2000
+    shifted = good.copy()
+    shifted[0] += 1.0  # one chain stuck elsewhere
+    with pytest.warns(ConvergenceWarning, match="R-hat"):
+        check_convergence(_idata(shifted))
+    sticky = np.cumsum(rng.normal(size=(4, 1000, 2)) * 0.05, axis=1)  # random walks
+    with pytest.warns(ConvergenceWarning, match="Bulk ESS"):
+        check_convergence(_idata(sticky))
+    idata = _idata(good)
+    idata.sample_stats["diverging"][0, 5] = True
+    with pytest.warns(ConvergenceWarning, match="1 of 4000 transitions diverged"):
+        check_convergence(idata)
