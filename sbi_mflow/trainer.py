@@ -495,5 +495,9 @@ class ManifoldNLE(NLE):
         prior = prior if prior is not None else self._prior
         if prior is None:
             raise ValueError("No prior: pass prior= here or to ManifoldNLE(prior, ...).")
+        if "reference_x" not in options and "reference_errors" not in options:
+            # Training data let the posterior judge whether x_o is off the manifold.
+            _, x, _ = self.get_simulations()
+            options["reference_x"] = x[self.train_indices[:2000]]
         self._posterior = manifold_posterior(estimator, prior, **options)
         return self._posterior

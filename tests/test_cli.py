@@ -1,0 +1,85 @@
+"""The command line, driven in subprocesses as a user would."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+TINY_TRAINING = ["--epochs", "2", "--outer-layers", "2", "--inner-layers", "2",
+                 "--hidden-features", "16", "--quiet"]
+TINY_SAMPLING = ["--num-samples", "40", "--chains", "2", "--warmup", "20"]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sbi_mflow.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_demo_writes_every_promised_file(tmp_path):
+    out = tmp_path / "demo"
+    result = _cli("demo", "--out", str(out), "--simulations", "600", *TINY_TRAINING,
+                  *TINY_SAMPLING)
+    assert result.returncode == 0, result.stderr
+    expected = {"model.pt", "posterior.nc", "posterior_summary.txt", "summary.json",
+                "run.json", "manifold.png", "posterior.png", "trace.png", "training.png"}
+    assert expected <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("posterior_mmd_squared", "posterior_c2st", "r_hat_max", "divergences"):
+        assert key in summary
+    assert "r_hat" in (out / "posterior_summary.txt").read_text()
+    again = _cli("demo", "--out", str(out), *TINY_TRAINING)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_train_then_infer_round_trip_on_data_files(tmp_path):
+    torch.manual_seed(0)
+    theta = np.random.default_rng(0).uniform(-1, 1, size=(400, 1)).astype(np.float32)
+    angle = theta[:, 0] + 0.3 * np.random.default_rng(1).standard_normal(400)
+    x = np.stack([np.cos(angle), np.sin(angle), 0.5 * np.cos(angle)], 1).astype(np.float32)
+    np.save(tmp_path / "theta.npy", theta)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "x_o.npy", x[:5])
+    run = tmp_path / "run"
+    result = _cli("train", "--theta", str(tmp_path / "theta.npy"), "--x", str(tmp_path / "x.npy"),
+                  "--manifold-dim", "1", "--prior-low", "-1", "--prior-high", "1",
+                  "--out", str(run), *TINY_TRAINING)
+    assert result.returncode == 0, result.stderr
+    assert {"model.pt", "run.json", "training.png"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "run.json").read_text())["prior_box"] == {"low": [-1.0],
+                                                                       "high": [1.0]}
+    post = tmp_path / "post"
+    result = _cli("infer", "--model", str(run), "--x-o", str(tmp_path / "x_o.npy"),
+                  "--out", str(post), "--quiet", *TINY_SAMPLING)
+    assert result.returncode == 0, result.stderr
+    assert {"posterior.nc", "posterior.png", "trace.png", "summary.json"} <= {
+        p.name for p in post.iterdir()}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--simulator", "lorenz-96", "--out", "o"], "invalid choice: 'lorenz-96'"),
+        (["train", "--theta", "missing.npy", "--x", "missing.npy", "--manifold-dim", "1",
+          "--out", "o"], "does not exist"),
+        (["train", "--theta", "theta.npy", "--x", "x_short.npy", "--manifold-dim", "1",
+          "--out", "o"], "theta has 10 rows but x has 7"),
+        (["train", "--theta", "theta.npy", "--x", "x.npy", "--manifold-dim", "3",
+          "--prior-low", "-1", "--prior-high", "1", "--out", "o"], "must be smaller than d = 3"),
+        (["infer", "--model", "nowhere", "--x-o", "x.npy", "--out", "o"], "No trained model"),
+        (["demo", "--out", "occupied"], "not empty; pass --force"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_nonzero_exit(tmp_path, args, message):
+    np.save(tmp_path / "theta.npy", np.zeros((10, 1), np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((10, 3), np.float32))
+    np.save(tmp_path / "x_short.npy", np.zeros((7, 3), np.float32))
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "precious.txt").write_text("keep me")
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "occupied" / "precious.txt").read_text() == "keep me"
