@@ -69,6 +69,6 @@ def to_inference_data(
         observed_data=observed,
         coords=coords,
         dims=dims,
-        attrs=dict(attrs or {}),
     )
+    idata.posterior.attrs.update(dict(attrs or {}))
     return idata

@@ -63,24 +63,33 @@ def check_convergence(
 ) -> ConvergenceSummary:
     """R̂, bulk ESS and divergences of ``idata.posterior["theta"]``; warns when poor.
 
-    R̂ needs at least two chains; with one chain only ESS and divergences are checked.
+    R̂ needs at least two chains; with one chain only ESS and divergences are checked. With
+    fewer than 4 draws per chain neither R̂ nor ESS can be estimated, which is said instead.
     """
     import arviz as az
 
     theta = idata.posterior["theta"]
     num_chains, num_draws = int(theta.sizes["chain"]), int(theta.sizes["draw"])
-    ess = float(np.nanmin(az.ess(idata, var_names=["theta"], method="bulk")["theta"].values))
-    if num_chains > 1:
-        rhat = float(np.nanmax(az.rhat(idata, var_names=["theta"])["theta"].values))
-    else:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # too few draws: NaN estimates
+        ess_values = az.ess(idata, var_names=["theta"], method="bulk")["theta"].values
+        ess = float(np.min(ess_values))
         rhat = float("nan")
+        if num_chains > 1:
+            rhat = float(np.max(az.rhat(idata, var_names=["theta"])["theta"].values))
     divergences = 0
     if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
         divergences = int(idata.sample_stats["diverging"].values.sum())
     summary = ConvergenceSummary(rhat, ess, divergences, num_chains, num_draws)
     if not warn:
         return summary
-    if num_chains > 1 and not rhat <= max_rhat:
+    if num_draws < 4:
+        warnings.warn(
+            f"Only {num_draws} draws per chain: R-hat and ESS cannot be estimated.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    if num_chains > 1 and num_draws >= 4 and not rhat <= max_rhat:
         warnings.warn(
             f"R-hat = {rhat:.3f} > {max_rhat} for some θ component: the {num_chains} chains "
             "disagree; run longer warm-up / more draws or check for multimodality.",
@@ -88,7 +97,7 @@ def check_convergence(
             stacklevel=2,
         )
     min_ess = min_ess_per_chain * num_chains
-    if not ess >= min_ess:
+    if num_draws >= 4 and not ess >= min_ess:
         warnings.warn(
             f"Bulk ESS = {ess:.0f} < {min_ess:.0f} ({min_ess_per_chain:.0f} per chain): "
             "posterior summaries are noisy; draw more samples.",
