@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sbi_mflow  # noqa: E402
+from sbi_mflow.posterior import manifold_posterior  # noqa: E402
 from sbi_mflow.potential import ChartPotential, ExactLikelihoodPotential, frozen_copy  # noqa: E402
 
 
@@ -141,7 +142,7 @@ def sampler_comparison(args: argparse.Namespace) -> None:
     # ours: Pyro NUTS on the chart potential
     torch.manual_seed(args.seed)
     _, mflow = estimators["M-flow (ours)"]
-    posterior = sbi_mflow.manifold_posterior(
+    posterior = manifold_posterior(
         mflow, prior, num_chains=args.chains, warmup_steps=args.warmup, reference_x=x[:1000],
     )
     start = time.perf_counter()
