@@ -5,7 +5,8 @@ Phases (DESIGN.md):
 * ``"manifold"``: reconstruction w · mean_j (x̃_j − x̃'_j)² over the outer flow (and encoder);
 * ``"density"``: chart NLL −log p(u | θ) with u = e(x) held fixed, over the inner flow;
 * ``"simultaneous"``: both at once (the encoding is detached for the inner flow);
-* ``"likelihood"``: −log q(x | θ) of any sbi density estimator (PIE, or sbi's own flows).
+* ``"likelihood"``: −log q(x | θ) of any sbi density estimator (PIE, or sbi's own flows);
+* ``"latent"``: the density phase on cached encodings: the input is u = e(x) (B, n).
 
 SCANDAL adds α · ‖∇θ log q(x | θ) − t(x, z | θ)‖² per sample, with ∇θ by autograd w.r.t.
 the user's θ (any internal θ-standardisation is handled by the chain rule). Autograd is
@@ -24,7 +25,7 @@ from sbi_mflow.estimator import ManifoldFlowEstimator
 
 __all__ = ["PHASES", "model_score", "phase_losses"]
 
-PHASES = ("manifold", "density", "simultaneous", "likelihood")
+PHASES = ("manifold", "density", "simultaneous", "likelihood", "latent")
 
 
 def model_score(
@@ -41,6 +42,8 @@ def model_score(
 def _log_likelihood_fn(
     estimator: ConditionalDensityEstimator, phase: str
 ) -> Callable[[Tensor, Tensor], Tensor]:
+    if phase == "latent":
+        return estimator.latent_log_prob
     if phase == "likelihood" or not isinstance(estimator, ManifoldFlowEstimator):
         return lambda x, theta: estimator.log_prob(x.unsqueeze(0), theta)[0]
     return lambda x, theta: -estimator.density_loss(x, theta)

@@ -25,6 +25,8 @@ def plot_manifold(data: np.ndarray, model_samples: np.ndarray, path: str | Path,
                   dims: Sequence[int] = (0, 1, 2), max_points: int = 3000) -> Path:
     """3-D scatter of data against samples from the learned manifold (first 3 coordinates)."""
     figure = plt.figure(figsize=(11, 5))
+    reference = np.asarray(data)[:, list(dims)]
+    low, high = np.quantile(reference, 0.005, axis=0), np.quantile(reference, 0.995, axis=0)
     for index, (values, title, colour) in enumerate(
         ((data, "simulated data", "tab:blue"), (model_samples, "M-flow samples", "tab:orange"))
     ):
@@ -35,6 +37,9 @@ def plot_manifold(data: np.ndarray, model_samples: np.ndarray, path: str | Path,
         axis.set_xlabel(f"x{dims[0]}")
         axis.set_ylabel(f"x{dims[1]}")
         axis.set_zlabel(f"x{dims[2]}")
+        axis.set_xlim(low[0], high[0])
+        axis.set_ylim(low[1], high[1])
+        axis.set_zlim(low[2], high[2])
     return _save(figure, path)
 
 

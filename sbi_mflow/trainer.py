@@ -214,6 +214,7 @@ class ManifoldNLE(NLE):
         cosine_schedule: bool = True,
         validation_fraction: float = 0.25,
         stop_after_epochs: int = 20,
+        density_epochs: int | None = None,
         resume_training: bool = False,
         retrain_from_scratch: bool = False,
         show_train_summary: bool = False,
@@ -235,6 +236,9 @@ class ManifoldNLE(NLE):
             validation_fraction: held-out fraction for early stopping.
             stop_after_epochs: patience of early stopping, per phase; the best weights
                 on the validation loss are restored at the end of each phase.
+            density_epochs: epochs of the density phase of the sequential schedule
+                (default E/2). That phase trains on encodings cached once after the
+                manifold phase, so its epochs cost only the n-dimensional inner flow.
             resume_training: continue the stored phases, optimisers, schedules and split
                 (``max_num_epochs`` then counts further epochs).
             retrain_from_scratch: rebuild the network first.
@@ -291,7 +295,7 @@ class ManifoldNLE(NLE):
         if not resume or retrain_from_scratch:
             self._training_state = _TrainingState(
                 schedule, self._make_phases(estimator, schedule, max_num_epochs, learning_rate,
-                                            weight_decay, cosine_schedule),
+                                            weight_decay, cosine_schedule, density_epochs),
                 self.train_indices, self.val_indices,
             )
             self._training_state.rounds = self._epochs_per_phase(schedule, max_num_epochs)
@@ -325,7 +329,10 @@ class ManifoldNLE(NLE):
             self._run_alternating(estimator, phases, options)
         else:
             for phase in phases:
-                self._run_phase(estimator, phase, options)
+                if phase.name == "density" and schedule == "sequential":
+                    self._run_phase(estimator, phase, self._cached_encodings(estimator, options))
+                else:
+                    self._run_phase(estimator, phase, options)
         estimator.zero_grad(set_to_none=True)
         estimator.eval()
         epochs = sum(p.epochs_done for p in phases)
@@ -348,8 +355,11 @@ class ManifoldNLE(NLE):
     def _make_phases(
         self, estimator: ConditionalDensityEstimator, schedule: str, max_num_epochs: int,
         learning_rate: float, weight_decay: float, cosine: bool,
+        density_epochs: int | None = None,
     ) -> list[_Phase]:
         epochs = self._epochs_per_phase(schedule, max_num_epochs)
+        if density_epochs is not None and density_epochs < 1:
+            raise ValueError(f"density_epochs must be >= 1, got {density_epochs}.")
         if schedule == "simultaneous":
             is_md = isinstance(estimator, ManifoldFlowEstimator) and estimator.config.model in (
                 "mflow", "meflow")
@@ -362,12 +372,15 @@ class ManifoldNLE(NLE):
             groups = [("manifold", manifold), ("density", list(net.inner.parameters()))]
         phases = []
         for name, parameters in groups:
+            phase_epochs = epochs
+            if name == "density" and schedule == "sequential" and density_epochs is not None:
+                phase_epochs = density_epochs
             optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
             scheduler = (
-                torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+                torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase_epochs)
                 if cosine else None
             )
-            phases.append(_Phase(name, parameters, optimizer, scheduler, epochs))
+            phases.append(_Phase(name, parameters, optimizer, scheduler, phase_epochs))
         return phases
 
     # ------------------------------------------------------------ epoch loops
@@ -390,7 +403,8 @@ class ManifoldNLE(NLE):
         for index in self._batches(options["train_idx"], options["batch_size"], shuffle=True):
             theta, x, score = self._select(options["data"], index)
             phase.optimizer.zero_grad()
-            terms = phase_losses(estimator, phase.name, x, theta, score, options["scandal_weight"])
+            loss_phase = "latent" if options.get("latent") else phase.name
+            terms = phase_losses(estimator, loss_phase, x, theta, score, options["scandal_weight"])
             loss = terms["total"].mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
@@ -409,6 +423,7 @@ class ManifoldNLE(NLE):
 
     def _validation_pass(self, estimator, phase_name: str, options: dict) -> dict:
         estimator.eval()
+        phase_name = "latent" if options.get("latent") else phase_name
         sums: dict[str, float] = {}
         count = 0
         with torch.no_grad():
@@ -459,6 +474,16 @@ class ManifoldNLE(NLE):
     def _progress(self, total: int, description: str):
         return tqdm(total=total, desc=description, disable=not self._show_progress_bars,
                     leave=True, dynamic_ncols=True)
+
+    @staticmethod
+    def _cached_encodings(estimator, options: dict, batch_size: int = 4096) -> dict:
+        """Options whose x is replaced by u = e(x), computed once with the trained manifold."""
+        theta, x, score = options["data"]
+        estimator.eval()
+        with torch.no_grad():
+            u = torch.cat([estimator._encode(x[i : i + batch_size], None)
+                           for i in range(0, x.shape[0], batch_size)])
+        return {**options, "data": [theta, u, score], "latent": True}
 
     def _run_phase(self, estimator, phase: _Phase, options: dict) -> None:
         stopping = phase.stopping

@@ -164,15 +164,15 @@ def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatc
     inference = _inference()
     estimator = inference.append_simulations(theta, x).train(max_num_epochs=2)
     before = _snapshot(estimator)
-    original = type(estimator).density_loss
+    original = type(estimator).latent_log_prob
     calls = {"n": 0}
 
-    def flaky_density_loss(self, x, condition=None):
+    def flaky_latent_log_prob(self, u, condition=None):
         calls["n"] += 1
-        value = original(self, x, condition)
+        value = original(self, u, condition)
         return value * float("nan") if calls["n"] > 1 else value
 
-    monkeypatch.setattr(type(estimator), "density_loss", flaky_density_loss)
+    monkeypatch.setattr(type(estimator), "latent_log_prob", flaky_latent_log_prob)
     with pytest.raises(sbi_mflow.TrainingDivergedError, match="density phase at epoch 2"):
         inference.train(max_num_epochs=2, resume_training=True)
     # The manifold phase completed its second epoch; the failed density epoch left no trace.
