@@ -15,21 +15,8 @@ import torch
 from sbi.utils import BoxUniform
 
 import sbi_mflow
+from sbi_mflow.tracking import NullTracker
 from simulators import ParticleDecay
-
-
-class _NoTracker:
-    log_dir = None
-
-    def log_metric(self, *args, **kwargs) -> None: ...
-
-    def log_metrics(self, *args, **kwargs) -> None: ...
-
-    def log_params(self, *args, **kwargs) -> None: ...
-
-    def add_figure(self, *args, **kwargs) -> None: ...
-
-    def flush(self) -> None: ...
 
 
 def throughput(device: str, theta, x, simulator, epochs: int, batch: int) -> float:
@@ -38,7 +25,7 @@ def throughput(device: str, theta, x, simulator, epochs: int, batch: int) -> flo
     build = sbi_mflow.manifold_likelihood_nn("mflow", simulator.manifold_dim, outer_layers=10,
                                              inner_layers=5, hidden_features=128)
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, device=device,
-                                      show_progress_bars=False, tracker=_NoTracker())
+                                      show_progress_bars=False, tracker=NullTracker())
     inference.append_simulations(theta, x)
     start = time.time()
     estimator = inference.train(max_num_epochs=2 * epochs, training_batch_size=batch,

@@ -19,21 +19,8 @@ from sbi.inference import NLE
 from sbi.neural_nets import likelihood_nn
 
 import sbi_mflow
+from sbi_mflow.tracking import NullTracker
 from simulators import ParticleDecay
-
-
-class _NoTracker:
-    log_dir = None
-
-    def log_metric(self, *args, **kwargs) -> None: ...
-
-    def log_metrics(self, *args, **kwargs) -> None: ...
-
-    def log_params(self, *args, **kwargs) -> None: ...
-
-    def add_figure(self, *args, **kwargs) -> None: ...
-
-    def flush(self) -> None: ...
 
 
 def main() -> None:
@@ -59,7 +46,7 @@ def main() -> None:
         inner_layers=args.inner_layers, hidden_features=args.hidden, num_bins=8,
     )
     ours = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build, device=args.device,
-                                 show_progress_bars=False, tracker=_NoTracker())
+                                 show_progress_bars=False, tracker=NullTracker())
     ours.append_simulations(theta, x)
     start = time.time()
     ours.train(schedule="sequential", stop_after_epochs=10**6, **{**common,
@@ -74,7 +61,7 @@ def main() -> None:
     nsf_build = likelihood_nn("nsf", num_transforms=layers, hidden_features=args.hidden,
                               num_bins=8)
     nsf = NLE(simulator.prior, density_estimator=nsf_build, device=args.device,
-              show_progress_bars=False, tracker=_NoTracker())
+              show_progress_bars=False, tracker=NullTracker())
     nsf.append_simulations(theta, x)
     start = time.time()
     nsf.train(stop_after_epochs=10**6, **{**common, "max_num_epochs": args.epochs - 1})

@@ -14,6 +14,7 @@ from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.io import load, save
 from sbi_mflow.posterior import ManifoldPosterior, manifold_posterior
 from sbi_mflow.potential import ChartPotential, ExactLikelihoodPotential, manifold_potential
+from sbi_mflow.tracking import NullTracker
 from sbi_mflow.trainer import ManifoldNLE, TrainingDivergedError
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ConvergenceWarning",
     "ExactLikelihoodPotential",
     "ManifoldPosterior",
+    "NullTracker",
     "OffManifoldWarning",
     "check_convergence",
     "check_on_manifold",

@@ -36,15 +36,23 @@ from sbi_mflow.plots import plot_manifold, plot_posterior, plot_trace, plot_trai
 __all__ = ["main"]
 
 
+def _training(args: argparse.Namespace) -> dict[str, Any]:
+    return {"density_epochs": args.density_epochs}
+
+
 def _architecture(args: argparse.Namespace) -> dict[str, Any]:
     return dict(outer_layers=args.outer_layers, inner_layers=args.inner_layers,
                 hidden_features=args.hidden_features)
 
 
-def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int,
+                          density_epochs: int | None) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=epochs,
                        help="total epoch budget (sequential: half manifold, half density)")
+    group.add_argument("--density-epochs", type=int, default=density_epochs,
+                       help="density-phase epochs of the sequential schedule (cheap: they "
+                            "run on cached encodings); default: half of --epochs")
     group.add_argument("--schedule", default="auto",
                        choices=["auto", "sequential", "alternating", "simultaneous"])
     group.add_argument("--outer-layers", type=int, default=5)
@@ -66,6 +74,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (small batches run fastest on one)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(out="sbi-mflow-demo")
     demo.add_argument("--simulations", type=int, default=4000)
     demo.add_argument("--trials", type=int, default=20, help="iid observations at default θ")
-    _add_training_options(demo, epochs=40)
+    _add_training_options(demo, epochs=40, density_epochs=100)
     _add_sampling_options(demo)
 
     train = commands.add_parser("train", help="train on a simulator or on data files")
@@ -94,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--scandal-weight", type=float, default=0.0)
     train.add_argument("--prior-low", type=float, nargs="+", help="box prior for data files")
     train.add_argument("--prior-high", type=float, nargs="+")
-    _add_training_options(train, epochs=40)
+    _add_training_options(train, epochs=40, density_epochs=None)
 
     infer = commands.add_parser("infer", help="posterior of a trained model for x_o")
     _add_common(infer)
@@ -141,7 +151,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                            progress=_progress(args))
     inference, estimator = train_model(
         theta, x, None, simulator.prior, "mflow", simulator.manifold_dim, args.epochs,
-        args.schedule, 0.0, args.device, _progress(args), **_architecture(args))
+        args.schedule, 0.0, args.device, _progress(args), _training(args),
+        **_architecture(args))
     trained = time.time()
     sbi_mflow.save(estimator, out / "model.pt")
     plot_training(inference.summary["phases"], out / "training.png")
@@ -212,7 +223,8 @@ def run_train(args: argparse.Namespace) -> None:
         torch.manual_seed(args.seed)
     inference, estimator = train_model(
         theta, x, score, prior, args.model, manifold_dim, args.epochs, args.schedule,
-        args.scandal_weight, args.device, _progress(args), **_architecture(args))
+        args.scandal_weight, args.device, _progress(args), _training(args),
+        **_architecture(args))
     sbi_mflow.save(estimator, out / "model.pt")
     plot_training(inference.summary["phases"], out / "training.png")
     with torch.no_grad():
@@ -262,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda requested but no CUDA device is available", file=sys.stderr)
         return 2
+    if args.threads < 1:
+        print("error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
     commands = {"demo": run_demo, "train": run_train, "infer": run_infer}
     try:
         with warnings.catch_warnings():

@@ -9,39 +9,17 @@ from sbi.utils import BoxUniform
 
 import sbi_mflow
 from sbi_mflow.losses import phase_losses
+from sbi_mflow.tracking import NullTracker
 from simulators import PolynomialSurface
 
 SMALL = dict(outer_layers=2, inner_layers=2, hidden_features=16)
-
-
-class _NullTracker:
-    """Keeps tests from writing tensorboard logs."""
-
-    def log_metric(self, *args, **kwargs):
-        pass
-
-    def log_metrics(self, *args, **kwargs):
-        pass
-
-    def log_params(self, *args, **kwargs):
-        pass
-
-    def add_figure(self, *args, **kwargs):
-        pass
-
-    def flush(self):
-        pass
-
-    @property
-    def log_dir(self):
-        return None
 
 
 def _inference(model="mflow", manifold_dim=2, prior=None, **options):
     prior = prior or PolynomialSurface().prior
     build = sbi_mflow.manifold_likelihood_nn(model, manifold_dim, **{**SMALL, **options})
     return sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False,
-                                 tracker=_NullTracker())
+                                 tracker=NullTracker())
 
 
 def _polynomial_data(num, seed=0):
@@ -206,7 +184,7 @@ def test_alternating_schedule_and_sbi_nsf_with_scandal_train():
     assert "train_score_mse" in inference.summary["phases"][1]
     nsf = sbi_mflow.ManifoldNLE(PolynomialSurface().prior, show_progress_bars=False,
                                 density_estimator=likelihood_nn("nsf", num_transforms=2),
-                                tracker=_NullTracker())
+                                tracker=NullTracker())
     estimator = nsf.append_simulations(theta, x, score=score).train(
         max_num_epochs=2, scandal_weight=0.1)
     entry = nsf.summary["phases"][-1]
