@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                                description=__doc__.splitlines()[2])
     _add_common(demo)
     demo.set_defaults(out="sbi-mflow-demo")
-    demo.add_argument("--simulations", type=int, default=4000)
+    demo.add_argument("--simulations", type=int, default=10000)
     demo.add_argument("--trials", type=int, default=20, help="iid observations at default θ")
     _add_training_options(demo, epochs=40, density_epochs=100)
     _add_sampling_options(demo)
