@@ -108,6 +108,13 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
         check_last_dim(x, self.data_dim, name, min_dims=2)
         check_finite(x, name)
 
+    def _require_condition(self, condition: Tensor | None) -> None:
+        """θ must be given, with last dimension p and finite values."""
+        if condition is None:
+            raise ValueError(f"A condition θ of shape (batch, {self.param_dim}) is required.")
+        check_last_dim(condition, self.param_dim, "condition (θ)", min_dims=2)
+        check_finite(condition, "condition (θ)")
+
     def _check_condition(self, condition: Tensor | None, batch: int) -> Tensor | None:
         """Validate θ of shape (B, p); returns None for unconditional estimators."""
         if not self.is_conditional:
@@ -117,10 +124,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
                     f"of shape {tuple(condition.shape)}."
                 )
             return None
-        if condition is None:
-            raise ValueError(f"A condition θ of shape (batch, {self.param_dim}) is required.")
-        check_last_dim(condition, self.param_dim, "condition (θ)", min_dims=2)
-        check_finite(condition, "condition (θ)")
+        self._require_condition(condition)
         if condition.shape[0] not in (1, batch):
             raise ValueError(
                 f"condition (θ) has batch size {condition.shape[0]}, but x has {batch}; "
@@ -264,10 +268,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
             self._check_condition(condition, 1)
             x = input if input.dim() == 3 else input.unsqueeze(0)
             return x.reshape(-1, self.data_dim), None, x.shape[:2]
-        if condition is None:
-            raise ValueError(f"A condition θ of shape (batch, {self.param_dim}) is required.")
-        check_last_dim(condition, self.param_dim, "condition (θ)", min_dims=2)
-        check_finite(condition, "condition (θ)")
+        self._require_condition(condition)
         x, condition, _ = self._broadcast_and_align(input, condition)
         shape = x.shape[:2]
         return x.reshape(-1, self.data_dim), condition.reshape(-1, self.param_dim), shape
@@ -286,10 +287,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
         if self.is_conditional:
-            if condition is None:
-                raise ValueError(f"sample needs a condition θ of shape (batch, {self.param_dim}).")
-            check_last_dim(condition, self.param_dim, "condition (θ)", min_dims=2)
-            check_finite(condition, "condition (θ)")
+            self._require_condition(condition)
             batch = condition.shape[0]
             repeated = condition.unsqueeze(0).expand(num, batch, self.param_dim)
             repeated = repeated.reshape(num * batch, self.param_dim)
