@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outer-layers", type=int, default=4)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--chains", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--sbi-chains", type=int, default=20)
     parser.add_argument("--sbi-warmup", type=int, default=100)

@@ -10,7 +10,9 @@ sample_arviz`. Sampling:
 2. Pyro NUTS (or HMC) in the unconstrained space z = T(θ) of the prior's support
    (``sbi.utils.mcmc_transform``: logit-affine for a box prior), with energy
    U(z) = −log π(θ) − Σ_i log p̂(x_o,i | θ) − log|det ∂θ/∂z|,  θ = T⁻¹(z);
-3. ``num_chains`` chains run sequentially (see :mod:`sbi_mflow.nuts`), each started from a
+3. ``num_chains`` chains, vectorised as one product-space NUTS state by default (one
+   batched potential call per leapfrog step for all chains; see :mod:`sbi_mflow.nuts`),
+   each started from a
    prior draw chosen by sampling-importance-resampling among ``num_init_candidates`` prior
    draws weighted by exp(potential) (without replacement, so chains start apart); warm-up
    adapts step size and a diagonal mass matrix;
@@ -47,8 +49,10 @@ class ManifoldPosterior(NeuralPosterior):
         estimator: trained :class:`~sbi_mflow.ManifoldFlowEstimator` (a frozen copy is used).
         prior: prior π(θ) (e.g. sbi's ``BoxUniform``), on the estimator's device.
         method: "nuts" (default) or "hmc".
-        num_chains: chains (run one after another; default 4).
-        warmup_steps: adaptation steps per chain (default 200).
+        num_chains: chains (default 4).
+        warmup_steps: adaptation steps (default 200).
+        vectorize_chains: run the chains as one vectorised NUTS state (default; chains share
+            step size and trajectory length) or one after another (independent adaptation).
         target_accept_prob, max_tree_depth: NUTS settings (0.8, 10).
         step_size, num_steps: initial step size; HMC's leapfrog steps per transition.
         num_init_candidates: prior draws screened by the potential to start the chains.
@@ -85,6 +89,7 @@ class ManifoldPosterior(NeuralPosterior):
         check_convergence: bool = True,
         show_progress_bars: bool = False,
         num_threads: int | None = 1,
+        vectorize_chains: bool = True,
         x_o: Tensor | None = None,
     ) -> None:
         if prior is None:
@@ -101,6 +106,7 @@ class ManifoldPosterior(NeuralPosterior):
             target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
             step_size=step_size, num_steps=num_steps,
             num_init_candidates=num_init_candidates, num_threads=num_threads,
+            vectorize_chains=vectorize_chains,
         )
         p = potential.param_dim
         self.param_names = list(param_names) if param_names is not None else (
@@ -250,6 +256,7 @@ class ManifoldPosterior(NeuralPosterior):
             num_steps=int(settings["num_steps"]),
             show_progress_bars=progress,
             num_threads=settings["num_threads"],
+            vectorize_chains=bool(settings["vectorize_chains"]),
         )
         with torch.no_grad():
             constrained = self.theta_transform.inv(result.samples)

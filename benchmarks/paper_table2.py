@@ -1,0 +1,287 @@
+"""Benchmark: the paper's Table 2 (mixture model on a polynomial surface) reproduced.
+
+Every row of Table 2 with a tractable density is trained on ``PolynomialSurface`` simulations
+(θ ~ U[-1, 1], x on a 2-D surface in R³) and scored with the paper's four metrics
+(``../shared/reference/reference-implementation.md`` §4), median over seeds:
+
+* manifold distance: mean over model samples x ~ p̂(x|θ), θ ~ prior, of min(dist(x, M), 10);
+* reconstruction error: mean over 1000 test points (θ = 0) of min(‖x − g(g⁻¹(x))‖₂, 10);
+* posterior MMD: unbiased MMD² (Gaussian kernel, median heuristic on the reference) between
+  posterior samples from the model likelihood and from the true likelihood, both for the
+  same 20 observations at θ = 0. θ is 1-D, so both posteriors are sampled on the same
+  regular grid of θ (cell midpoints, inverse CDF with jitter inside the cell): the model
+  posterior is ∝ π(θ) Πᵢ p̂(xᵢ|θ) evaluated with the model's exact ``log_prob``; the
+  reference is ``PolynomialSurface.reference_posterior``. This removes sampler error from
+  the comparison (the paper used random-walk Metropolis for both);
+* OOD AUC: the larger of the two symmetrised ROC AUCs (model log-likelihood at θ = 0, and
+  reconstruction error) between 1000 test points and 1000 OOD points x(θ=0) + 0.1·N(0, I).
+
+Rows: AF (sbi's own ``likelihood_nn("nsf")`` through sbi's ``NLE``), PIE (original: the
+manifold depends on θ, ``pie-conditional``), PIE (unconditional manifold), M-flow and
+Me-flow each with alternating and sequential M/D training.
+
+Each (row, seed) result is written to ``--cache`` as JSON as soon as it is done, so an
+interrupted run resumes, and runs can be split across processes (``--rows``, ``--seeds``).
+``--report`` only collects the cached results. Commands::
+
+    python benchmarks/paper_table2.py                      # reduced budget (< 2 h, 2 cores)
+    python benchmarks/paper_table2.py --full               # the paper's budget (10^5 samples)
+    python benchmarks/paper_table2.py --report --write-results docs/results.md
+
+The paper's published medians are printed beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sbi_mflow  # noqa: E402
+from sbi_mflow import metrics  # noqa: E402
+from simulators import PolynomialSurface  # noqa: E402
+from simulators._posterior import grid_posterior  # noqa: E402
+
+#: key -> (label, model, schedule); model "af" is sbi's NSF.
+ROWS = {
+    "af": ("AF (sbi NSF)", "af", None),
+    "pie-original": ("PIE (original)", "pie-conditional", "simultaneous"),
+    "pie-uncond": ("PIE (uncond. manifold)", "pie", "simultaneous"),
+    "mflow-alt": ("M-flow (alternating M/D)", "mflow", "alternating"),
+    "mflow-seq": ("M-flow (sequential M/D)", "mflow", "sequential"),
+    "meflow-alt": ("Me-flow (alternating M/D)", "meflow", "alternating"),
+    "meflow-seq": ("Me-flow (sequential M/D)", "meflow", "sequential"),
+}
+
+#: The paper's Table 2 medians: manifold distance, reconstruction error, MMD, OOD AUC.
+PAPER = {
+    "af": (0.005, None, 0.071, 0.990),
+    "pie-original": (0.035, 1.278, 0.131, 0.933),
+    "pie-uncond": (0.006, 1.253, 0.075, 0.972),
+    "mflow-alt": (0.002, 0.003, 0.020, 0.986),
+    "mflow-seq": (0.009, 0.013, 0.017, 0.961),
+    "meflow-alt": (0.003, 0.003, 0.030, 0.985),
+    "meflow-seq": (0.002, 0.002, 0.007, 0.987),
+}
+METRICS = ("manifold_distance", "reconstruction_error", "posterior_mmd", "ood_auc")
+
+REDUCED = dict(simulations=10_000, epochs=20, density_epochs=60)
+FULL = dict(simulations=100_000, epochs=50, density_epochs=None)
+
+
+def _data(simulator: PolynomialSurface, args: argparse.Namespace, seed: int) -> dict:
+    """Training simulations (seeded per run) and the shared evaluation data (seed 1000)."""
+    torch.manual_seed(seed)
+    theta = simulator.prior.sample((args.simulations,))
+    x = simulator(theta)
+    torch.manual_seed(1000)
+    theta0 = simulator.default_theta.expand(1000, 1)
+    x_test = simulator(theta0)
+    x_ood = simulator(theta0) + 0.1 * torch.randn(1000, 3)
+    return dict(theta=theta, x=x, x_test=x_test, x_ood=x_ood, x_obs=x_test[:20])
+
+
+def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
+    from sbi.inference import NLE
+    from sbi.neural_nets import likelihood_nn
+
+    _, model, schedule = ROWS[row]
+    prior = PolynomialSurface().prior
+    torch.manual_seed(seed)
+    if model == "af":
+        # Same number of coupling layers overall as the manifold models (outer + inner).
+        build = likelihood_nn("nsf", num_transforms=args.outer_layers + args.inner_layers,
+                              hidden_features=args.hidden_features, num_bins=args.bins)
+        inference = NLE(prior, density_estimator=build, show_progress_bars=False)
+        return inference.append_simulations(data["theta"], data["x"]).train(
+            max_num_epochs=args.epochs, training_batch_size=100, learning_rate=1e-3,
+            stop_after_epochs=args.epochs,
+        )
+    build = sbi_mflow.manifold_likelihood_nn(
+        model, 2, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
+        hidden_features=args.hidden_features, num_bins=args.bins,
+    )
+    inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False)
+    inference.append_simulations(data["theta"], data["x"])
+    options = dict(schedule=schedule, max_num_epochs=args.epochs, stop_after_epochs=args.epochs)
+    if schedule == "sequential":
+        options["density_epochs"] = args.density_epochs
+    return inference.train(**options)
+
+
+def _model_samples(estimator, num: int) -> torch.Tensor:
+    """``num`` samples x ~ p̂(x|θ) for 10 θ drawn from the prior, (num, 3)."""
+    theta = PolynomialSurface().prior.sample((10,))
+    with torch.no_grad():
+        x = estimator.sample((num // 10,), condition=theta)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _model_posterior(estimator, x_obs: torch.Tensor, num: int, grid: int) -> torch.Tensor:
+    """θ ~ π(θ) Πᵢ p̂(xᵢ|θ) on a ``grid``-cell grid of [-1, 1] (exact model log_prob)."""
+    trials = x_obs.shape[0]
+
+    @torch.no_grad()
+    def log_lik(theta: torch.Tensor) -> torch.Tensor:
+        theta = theta.float()
+        x = x_obs.float().unsqueeze(1).expand(trials, theta.shape[0], 3)
+        return estimator.log_prob(x, condition=theta).double().sum(0)
+
+    low, high = -torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    return grid_posterior(log_lik, low, high, num, grid, chunk=50)
+
+
+def evaluate(row: str, estimator, data: dict, args: argparse.Namespace) -> dict:
+    """The four Table 2 metrics of one trained estimator."""
+    simulator = PolynomialSurface()
+    estimator.eval()
+    theta0 = simulator.default_theta.float()
+    torch.manual_seed(2000)
+    result = {}
+    x_gen = _model_samples(estimator, args.generate)
+    result["manifold_distance"] = metrics.mean_distance_to_manifold(x_gen.double(), simulator)
+    has_manifold = callable(getattr(estimator, "reconstruction_error", None))
+    condition = theta0 if ROWS[row][1] == "pie-conditional" else None
+    result["reconstruction_error"] = (
+        metrics.mean_reconstruction_error(data["x_test"], estimator, condition=condition)
+        if has_manifold else None
+    )
+    reference = simulator.reference_posterior(data["x_obs"].double(), args.posterior_samples)
+    posterior = _model_posterior(estimator, data["x_obs"], args.posterior_samples, args.grid)
+    result["posterior_mmd"] = metrics.mmd_squared(posterior, reference)
+    result["posterior_c2st"] = metrics.c2st(posterior[:2000].float(), reference[:2000].float())
+    ood = metrics.ood_auc(estimator, data["x_test"], data["x_ood"], theta=theta0)
+    result["ood_auc"] = ood.auc
+    result["ood_auc_likelihood"] = ood.likelihood
+    result["ood_auc_reconstruction"] = ood.reconstruction
+    return result
+
+
+def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
+    simulator = PolynomialSurface()
+    data = _data(simulator, args, seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator = _train(row, data, args, seed)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    result = evaluate(row, estimator, data, args)
+    result.update(row=row, seed=seed, train_seconds=train_seconds,
+                  eval_seconds=time.perf_counter() - start, budget=_budget(args))
+    return result
+
+
+def _budget(args: argparse.Namespace) -> dict:
+    keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
+            "hidden_features", "bins")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _cache_file(args: argparse.Namespace, row: str, seed: int) -> Path:
+    tag = f"n{args.simulations}-e{args.epochs}"
+    return Path(args.cache) / tag / f"{row}-seed{seed}.json"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _median(results: list[dict], key: str) -> float | None:
+    values = [r[key] for r in results if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def table(args: argparse.Namespace) -> str:
+    """Markdown table: our medians over the cached seeds beside the paper's."""
+    header = ("| model | seeds | manifold distance | reconstruction error | posterior MMD² "
+              "| OOD AUC | posterior C2ST | train s |")
+    lines = [header, "|" + "---|" * 8]
+    af_mmd = None
+    for row, (label, _, _) in ROWS.items():
+        results = [json.loads(f.read_text()) for f in
+                   sorted(_cache_file(args, row, 0).parent.glob(f"{row}-seed*.json"))]
+        if not results:
+            continue
+
+        ours = [_median(results, key) for key in METRICS]
+        if row == "af":
+            af_mmd = ours[2]
+        cells = [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
+        lines.append(f"| {label} | {len(results)} | " + " | ".join(cells)
+                     + f" | {_fmt(_median(results, 'posterior_c2st'))} "
+                     f"| {_median(results, 'train_seconds'):.0f} |")
+    text = "\n".join(lines)
+    if af_mmd is not None:
+        text += f"\n\nOne third of the AF's posterior MMD² in this run: {af_mmd / 3:.4f}."
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="the paper's budget (10^5 sims)")
+    parser.add_argument("--simulations", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--density-epochs", type=int)
+    parser.add_argument("--outer-layers", type=int, default=5)
+    parser.add_argument("--inner-layers", type=int, default=5)
+    parser.add_argument("--hidden-features", type=int, default=64)
+    parser.add_argument("--bins", type=int, default=10)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--generate", type=int, default=10_000)
+    parser.add_argument("--posterior-samples", type=int, default=5000)
+    parser.add_argument("--grid", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", default="benchmarks/results/table2")
+    parser.add_argument("--report", action="store_true", help="only print the cached table")
+    parser.add_argument("--write-results", help="insert the table into this Markdown file")
+    args = parser.parse_args(argv)
+    budget = FULL if args.full else REDUCED
+    for key, value in budget.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if not args.report:
+        print(f"budget: {_budget(args)}; rows {args.rows}; seeds {args.seeds}", flush=True)
+        for seed in args.seeds:
+            for row in args.rows:
+                path = _cache_file(args, row, seed)
+                if path.exists():
+                    continue
+                result = run_one(row, seed, args)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(result, indent=1))
+                print(f"{row:12s} seed {seed}: " + ", ".join(
+                    f"{k} {_fmt(result[k], 4)}" for k in METRICS)
+                    + f", train {result['train_seconds']:.0f} s, eval "
+                      f"{result['eval_seconds']:.0f} s", flush=True)
+    text = table(args)
+    print("\nOurs (paper's in brackets), medians over seeds:\n" + text)
+    if args.write_results:
+        _write_results(Path(args.write_results), text, args)
+
+
+def _write_results(path: Path, text: str, args: argparse.Namespace) -> None:
+    """Replace the section between the Table 2 markers of ``path`` with ``text``."""
+    begin, end = "<!-- table2:begin -->", "<!-- table2:end -->"
+    content = path.read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{path} has no {begin} ... {end} markers.")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = f"\nBudget: {_budget(args)}.\n\n{text}\n"
+    path.write_text(head + begin + body + end + tail)
+
+
+if __name__ == "__main__":
+    main()
