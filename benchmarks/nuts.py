@@ -161,6 +161,7 @@ def sampler_comparison(args: argparse.Namespace) -> None:
     )
     for warning in caught:
         print(f"  [ours] warning: {warning.message}")
+    print(f"sampled ours in {elapsed:.1f} s (bulk ESS {ess:.0f})", flush=True)
 
     # sbi: slice_np_vectorized on NSF
     torch.manual_seed(args.seed)
@@ -179,6 +180,7 @@ def sampler_comparison(args: argparse.Namespace) -> None:
     )
     chains = sbi_posterior.theta_transform.inv(torch.as_tensor(chains, dtype=torch.float32))
     ess = _ess_per_chain_array(chains.numpy())
+    print(f"sampled sbi in {elapsed:.1f} s (bulk ESS {ess:.0f})", flush=True)
     results["slice_np_vectorized, NSF (sbi)"] = dict(
         time=elapsed, ess=ess, c2st=float(c2st(sbi_samples.float(), reference)),
         rhat=float(az.rhat(az.convert_to_dataset({"theta": chains.numpy()}))["theta"].max()),
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--sbi-chains", type=int, default=20)
     parser.add_argument("--sbi-warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
