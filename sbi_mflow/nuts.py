@@ -49,23 +49,33 @@ class CountingEnergy:
 
     ``energy(z (C, p)) -> (C,)`` is the batched energy in the unconstrained space. With
     ``joint=False`` the state is one chain, z (p,); with ``joint=True`` it is all chains,
-    z (C, p), and the potential is Σ_c U(z_c).
+    z (C, p), and the potential is Σ_c U(z_c). The per-chain values of the calls since the
+    last :meth:`forget` are kept, so that the statistics of a draw need no extra call.
     """
 
     def __init__(self, energy: Callable[[Tensor], Tensor], joint: bool = False) -> None:
         self.energy = energy
         self.joint = joint
         self.calls = 0
+        self._recent: list[tuple[Tensor, Tensor]] = []
 
     def __call__(self, params: dict[str, Tensor]) -> Tensor:
         self.calls += 1
-        if self.joint:
-            return self.energy(params["theta"]).sum()
-        return self.energy(params["theta"].unsqueeze(0)).squeeze(0)
+        z = params["theta"]
+        values = self.energy(z if self.joint else z.unsqueeze(0))
+        self._recent.append((z.detach(), values.detach()))
+        return values.sum() if self.joint else values.squeeze(0)
+
+    def forget(self) -> None:
+        """Drop the remembered values (called at the start of each transition)."""
+        self._recent.clear()
 
     @torch.no_grad()
     def per_chain(self, z: Tensor) -> Tensor:
-        """U(z_c) of each chain, (C,) (not counted: a bookkeeping call)."""
+        """U(z_c) of each chain, (C,): a remembered value of this z, or a new (uncounted) call."""
+        for seen, values in reversed(self._recent):
+            if torch.equal(seen, z):
+                return values.reshape(-1)
         return self.energy(z if self.joint else z.unsqueeze(0)).reshape(-1)
 
 
@@ -112,6 +122,7 @@ class _StatsMixin:
         mean_accept = self._mean_accept_prob
         step_size = float(self.step_size)
         start_u = self._chain_energies(params["theta"]) if keep else None
+        self._counter.forget()
         self._pending_kinetic = keep
         out = super().sample(params)
         if not keep:
