@@ -107,7 +107,7 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
         )
     build = sbi_mflow.manifold_likelihood_nn(
         model, 2, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
-        hidden_features=args.hidden_features, num_bins=args.bins,
+        hidden_features=args.hidden_features, num_bins=args.bins, linear_layer=args.linear_layer,
     )
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False)
     inference.append_simulations(data["theta"], data["x"])
@@ -182,12 +182,14 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
 
 def _budget(args: argparse.Namespace) -> dict:
     keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
-            "hidden_features", "bins")
+            "hidden_features", "bins", "linear_layer")
     return {k: getattr(args, k) for k in keys}
 
 
 def _cache_file(args: argparse.Namespace, row: str, seed: int) -> Path:
     tag = f"n{args.simulations}-e{args.epochs}"
+    if args.linear_layer != "permutation":
+        tag += f"-{args.linear_layer}"
     return Path(args.cache) / tag / f"{row}-seed{seed}.json"
 
 
@@ -235,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inner-layers", type=int, default=5)
     parser.add_argument("--hidden-features", type=int, default=64)
     parser.add_argument("--bins", type=int, default=10)
+    parser.add_argument("--linear-layer", choices=["permutation", "lu"], default="permutation",
+                        help="linear layers between the couplings of the manifold models")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--generate", type=int, default=10_000)
