@@ -66,9 +66,11 @@ class CountingEnergy:
         self._recent.append((z.detach(), values.detach()))
         return values.sum() if self.joint else values.squeeze(0)
 
-    def forget(self) -> None:
-        """Drop the remembered values (called at the start of each transition)."""
-        self._recent.clear()
+    def forget(self, keep: Tensor) -> None:
+        """Drop the remembered values except those of ``keep``, the state a transition
+        starts from (NUTS may return it as the next draw)."""
+        kept = [(z, u) for z, u in self._recent if torch.equal(z, keep)]
+        self._recent = kept[-1:]
 
     @torch.no_grad()
     def per_chain(self, z: Tensor) -> Tensor:
@@ -95,8 +97,6 @@ class _StatsMixin:
         self.stats: dict[str, list[np.ndarray]] = {name: [] for name in STAT_NAMES}
         self._pending_kinetic = False
         self._start_kinetic = np.full(num_chains, math.nan)
-        self._last_z: Tensor | None = None
-        self._last_u: np.ndarray | None = None
 
     def _kinetic_energy(self, r_unscaled):  # noqa: D401 - pyro override
         kinetic = super()._kinetic_energy(r_unscaled)
@@ -108,11 +108,7 @@ class _StatsMixin:
         return kinetic
 
     def _chain_energies(self, z: Tensor) -> np.ndarray:
-        if self._last_z is not None and torch.equal(z, self._last_z):
-            return self._last_u
-        self._last_z = z.detach().clone()
-        self._last_u = self._counter.per_chain(z).double().cpu().numpy()
-        return self._last_u
+        return self._counter.per_chain(z).double().cpu().numpy()
 
     def sample(self, params):
         t_before = self._t
@@ -122,7 +118,7 @@ class _StatsMixin:
         mean_accept = self._mean_accept_prob
         step_size = float(self.step_size)
         start_u = self._chain_energies(params["theta"]) if keep else None
-        self._counter.forget()
+        self._counter.forget(keep=params["theta"])
         self._pending_kinetic = keep
         out = super().sample(params)
         if not keep:
