@@ -67,8 +67,12 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup", type=int, default=200, help="adaptation steps per chain")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder")
+def _add_common(parser: argparse.ArgumentParser, default_out: str | None = None) -> None:
+    if default_out is None:
+        parser.add_argument("--out", required=True, help="output folder")
+    else:
+        parser.add_argument("--out", default=default_out,
+                            help=f"output folder (default: ./{default_out})")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty output folder (overwrites our files)")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
@@ -84,8 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="whole pipeline on PolynomialSurface",
                                description=__doc__.splitlines()[2])
-    _add_common(demo)
-    demo.set_defaults(out="sbi-mflow-demo")
+    _add_common(demo, default_out="sbi-mflow-demo")
     demo.add_argument("--simulations", type=int, default=10000)
     demo.add_argument("--trials", type=int, default=20, help="iid observations at default θ")
     _add_training_options(demo, epochs=40, density_epochs=100)

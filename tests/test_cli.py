@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +14,21 @@ TINY_TRAINING = ["--epochs", "2", "--outer-layers", "2", "--inner-layers", "2",
 TINY_SAMPLING = ["--num-samples", "40", "--chains", "2", "--warmup", "20"]
 
 
+def _command() -> list[str]:
+    """The installed ``sbi-mflow`` entry point, as the README uses it (module as fallback)."""
+    script = Path(sys.executable).with_name("sbi-mflow")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "sbi_mflow.cli"]
+
+
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sbi_mflow.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return subprocess.run([*_command(), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
 
 
-def test_demo_writes_every_promised_file(tmp_path):
-    out = tmp_path / "demo"
-    result = _cli("demo", "--out", str(out), "--simulations", "600", *TINY_TRAINING,
-                  *TINY_SAMPLING)
+def test_demo_without_out_writes_every_promised_file_to_the_default_folder(tmp_path):
+    result = _cli("demo", "--simulations", "600", *TINY_TRAINING, *TINY_SAMPLING, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    out = tmp_path / "sbi-mflow-demo"  # the folder the README promises
     expected = {"model.pt", "posterior.nc", "posterior_summary.txt", "summary.json",
                 "run.json", "manifold.png", "posterior.png", "trace.png", "training.png"}
     assert expected <= {p.name for p in out.iterdir()}
@@ -30,7 +36,7 @@ def test_demo_writes_every_promised_file(tmp_path):
     for key in ("posterior_mmd_squared", "posterior_c2st", "r_hat_max", "divergences"):
         assert key in summary
     assert "r_hat" in (out / "posterior_summary.txt").read_text()
-    again = _cli("demo", "--out", str(out), *TINY_TRAINING)
+    again = _cli("demo", *TINY_TRAINING, cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
 
 
