@@ -69,7 +69,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sbi_mflow  # noqa: E402
-from sbi_mflow.losses import phase_losses  # noqa: E402
+from sbi_mflow.losses import ChartNLL, NegativeLogLikelihood  # noqa: E402
 from sbi_mflow.metrics import c2st, log_posterior_at_true_theta  # noqa: E402
 from sbi_mflow.tracking import NullTracker  # noqa: E402
 
@@ -114,9 +114,9 @@ def train(model: str, alpha: float, theta, x, score, simulator, args):
 def held_out_score_error(model: str, estimator, theta, x, score) -> float:
     """mean ‖∇θ log q(x|θ) − t‖² (chart log-likelihood for the M-flow: same θ-gradient)."""
     estimator.eval()
-    phase = "density" if model == "mflow" else "likelihood"
+    loss = ChartNLL(1.0) if model == "mflow" else NegativeLogLikelihood(1.0)
     errors = [
-        phase_losses(estimator, phase, xb, tb, sb, scandal_weight=1.0)["score_mse"].detach()
+        loss.terms(estimator, xb, tb, sb)["score_mse"].detach()
         for tb, xb, sb in zip(theta.split(250), x.split(250), score.split(250), strict=True)
     ]
     return float(torch.cat(errors).mean())

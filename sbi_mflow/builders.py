@@ -12,7 +12,13 @@ from torch import Tensor, nn
 
 from sbi_mflow.config import MODELS, ManifoldFlowConfig
 from sbi_mflow.estimator import ManifoldFlowEstimator, ManifoldFlowNet
-from sbi_mflow.transforms import build_spline_stack, standardizing_affine
+from sbi_mflow.flows.alignment import OrthogonalTransform, tangent_rotation
+from sbi_mflow.flows.chart import Chart, Standardization
+from sbi_mflow.flows.encoder import ChartEncoder, NetworkEncoder
+from sbi_mflow.flows.inner import InnerFlow
+from sbi_mflow.flows.stack import build_spline_stack
+from sbi_mflow.flows.volume import ManifoldVolume, OffManifoldGaussian, VolumeTerm
+from sbi_mflow.losses import Loss, NegativeLogLikelihood, SimultaneousLoss
 from sbi_mflow.validation import check_finite
 
 __all__ = ["ManifoldFlowBuilder", "build_estimator", "manifold_likelihood_nn"]
@@ -28,19 +34,8 @@ def _theta_standardizer(batch_theta: Tensor | None, param_dim: int) -> Standardi
     return Standardize(theta.mean(0).float(), std.float())
 
 
-def build_estimator(
-    config: ManifoldFlowConfig,
-    batch_theta: Tensor | None = None,
-    batch_x: Tensor | None = None,
-) -> ManifoldFlowEstimator:
-    """Construct an estimator; statistics for standardisation come from the batches.
-
-    Without batches the standardisations are identities (used when loading a state dict,
-    which then overwrites them).
-    """
-    conditional = config.param_dim > 0
-    context = config.param_dim if conditional else None
-    spline_options = dict(
+def _spline_options(config: ManifoldFlowConfig) -> dict[str, Any]:
+    return dict(
         hidden_features=config.hidden_features,
         num_blocks=config.num_blocks,
         num_bins=config.num_bins,
@@ -48,35 +43,64 @@ def build_estimator(
         linear_layer=config.linear_layer,
         dropout=config.dropout,
     )
-    outer = CompositeTransform(
-        build_spline_stack(
-            config.data_dim,
-            config.outer_layers,
-            context_features=context if config.conditional_manifold else None,
-            **spline_options,
-        )
-    )
-    inner = CompositeTransform(
-        build_spline_stack(
-            config.manifold_dim, config.inner_layers, context_features=context, **spline_options
-        )
-    )
-    encoder: nn.Module | None = None
-    if config.model == "meflow":
-        encoder = ResidualNet(
-            config.data_dim,
-            config.manifold_dim,
-            hidden_features=config.encoder_hidden_features,
-            num_blocks=config.encoder_blocks,
-        )
-    net = ManifoldFlowNet(
-        standardize=standardizing_affine(batch_x, config.data_dim),
-        outer=outer,
-        inner=inner,
-        embedding=_theta_standardizer(batch_theta, config.param_dim) if conditional else None,
-        encoder=encoder,
-    )
-    return ManifoldFlowEstimator(net, config)
+
+
+def _chart(config: ManifoldFlowConfig, batch_x: Tensor | None) -> Chart:
+    context = config.param_dim if config.conditional_manifold else None
+    body = build_spline_stack(config.data_dim, config.outer_layers, context_features=context,
+                              compose_to_identity=config.tangent_alignment,
+                              **_spline_options(config))
+    standardize = Standardization.from_data(batch_x, config.data_dim)
+    alignment = None
+    if config.tangent_alignment:
+        rotation = torch.eye(config.data_dim)  # overwritten by a loaded state dict
+        if batch_x is not None:
+            with torch.no_grad():
+                rotation = tangent_rotation(standardize(batch_x.float())[0],
+                                            config.manifold_dim)
+        alignment = OrthogonalTransform(rotation)
+    return Chart(standardize, CompositeTransform(body), config.manifold_dim,
+                 conditional=config.conditional_manifold, alignment=alignment)
+
+
+def _encoder(config: ManifoldFlowConfig) -> nn.Module:
+    if config.model != "meflow":
+        return ChartEncoder()
+    return NetworkEncoder(ResidualNet(
+        config.data_dim, config.manifold_dim, hidden_features=config.encoder_hidden_features,
+        num_blocks=config.encoder_blocks,
+    ))
+
+
+def _inner(config: ManifoldFlowConfig) -> InnerFlow:
+    context = config.param_dim if config.param_dim > 0 else None
+    return InnerFlow(build_spline_stack(config.manifold_dim, config.inner_layers,
+                                        context_features=context, **_spline_options(config)))
+
+
+def _volume_and_loss(config: ManifoldFlowConfig) -> tuple[VolumeTerm, Loss]:
+    """M-flow / Me-flow: density on the manifold, simultaneous loss; PIE: ambient, −log p."""
+    if config.model in ("mflow", "meflow"):
+        return ManifoldVolume(), SimultaneousLoss(config.reconstruction_weight)
+    return OffManifoldGaussian(config.epsilon), NegativeLogLikelihood()
+
+
+def build_estimator(
+    config: ManifoldFlowConfig,
+    batch_theta: Tensor | None = None,
+    batch_x: Tensor | None = None,
+) -> ManifoldFlowEstimator:
+    """Compose an estimator from its parts; standardisation statistics come from the batches.
+
+    This is the one place that maps a model name to parts. Without batches the
+    standardisations are identities (used when loading a state dict, which then
+    overwrites them).
+    """
+    embedding = (_theta_standardizer(batch_theta, config.param_dim)
+                 if config.param_dim > 0 else None)
+    net = ManifoldFlowNet(_chart(config, batch_x), _encoder(config), _inner(config), embedding)
+    volume, loss = _volume_and_loss(config)
+    return ManifoldFlowEstimator(net, volume, loss, config)
 
 
 class ManifoldFlowBuilder:

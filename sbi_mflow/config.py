@@ -36,6 +36,9 @@ class ManifoldFlowConfig:
         epsilon: PIE's off-manifold width ε.
         reconstruction_weight: weight of the reconstruction term of the simultaneous loss.
         dropout: dropout probability inside the conditioner nets.
+        tangent_alignment: start the chart with a rotation of standardised x onto the
+            data's average tangent space (local PCA of the training batch), so the kept
+            coordinates begin on the manifold (:mod:`sbi_mflow.flows.alignment`).
     """
 
     model: str
@@ -54,6 +57,7 @@ class ManifoldFlowConfig:
     epsilon: float = 0.01
     reconstruction_weight: float = 1000.0
     dropout: float = 0.0
+    tangent_alignment: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

@@ -138,8 +138,8 @@ def manifold_threshold(
     stored = getattr(estimator, "reference_reconstruction_error", None)
     if stored is not None:
         return factor * float(stored), f"{factor} × stored training 99% quantile ({stored:.3g})"
-    scale = estimator.net.standardize._scale.detach().to(torch.float64)
-    spread = float((1.0 / scale.abs()).expand(estimator.data_dim).norm())
+    std = estimator.chart.standardize.std.detach().to(torch.float64)
+    spread = float(std.expand(estimator.data_dim).norm())
     return relative_tolerance * spread, (
         f"{relative_tolerance} × data spread ‖σ_x‖₂ = {spread:.3g} (no reference errors given)"
     )

@@ -19,7 +19,24 @@ __all__ = ["FORMAT", "load", "save"]
 
 #: Identifier written into every saved file.
 FORMAT = "sbi-mflow/estimator"
-_VERSION = 1
+#: 1: sbi-mflow 0.1 (flat ``net.standardize``/``net.outer``/``net.encoder``);
+#: 2: the estimator composed of parts (``net.chart``, ``net.encoder.network``).
+_VERSION = 2
+
+
+def _upgrade_v1(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a version-1 state dict to the composed layout (same weights and maths)."""
+    shift, scale = state.pop("net.standardize._shift"), state.pop("net.standardize._scale")
+    upgraded = {"net.chart.standardize.mean": -shift / scale,
+                "net.chart.standardize.std": 1.0 / scale}
+    prefixes = {"net.outer.": "net.chart.body.", "net.encoder.": "net.encoder.network."}
+    for key, value in state.items():
+        for old, new in prefixes.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        upgraded[key] = value
+    return upgraded
 
 
 def save(estimator: ManifoldFlowEstimator, path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -62,11 +79,18 @@ def load(
         raise ValueError(f"{path} is not a file written by sbi_mflow.save: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a file written by sbi_mflow.save.")
-    if payload.get("version", 0) > _VERSION:
+    version = payload.get("version", 0)
+    if version > _VERSION or version < 1:
         raise ValueError(
-            f"{path} was written by a newer sbi-mflow (format version {payload['version']})."
+            f"{path} has format version {version}; this sbi-mflow reads versions 1 to "
+            f"{_VERSION} (a newer file needs a newer sbi-mflow)."
         )
-    config = ManifoldFlowConfig.from_dict(payload["config"])
+    values = dict(payload["config"])
+    state = payload["state_dict"]
+    if version == 1:
+        state = _upgrade_v1(dict(state))
+        values["tangent_alignment"] = False  # introduced in version 2
+    config = ManifoldFlowConfig.from_dict(values)
     estimator = build_estimator(config)
-    estimator.load_state_dict(payload["state_dict"])
+    estimator.load_state_dict(state)
     return estimator.to(map_location).eval()

@@ -12,7 +12,7 @@ __all__ = ["cycle_permutations", "perturbed_estimator"]
 
 def cycle_permutations(estimator: ManifoldFlowEstimator) -> None:
     """Replace every permutation of the outer flow by a cyclic shift (not an involution)."""
-    for module in estimator.net.outer.modules():
+    for module in estimator.chart.body.modules():
         perm = getattr(module, "_permutation", None)
         if perm is not None and perm.numel() > 2:
             shift = torch.roll(torch.arange(perm.numel()), 1)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +51,25 @@ def test_load_rejects_foreign_files_and_save_keeps_existing(tmp_path):
     with pytest.raises(FileExistsError):
         sbi_mflow.save(estimator, foreign, overwrite=False)
     assert "weights" in torch.load(foreign, weights_only=True)
+
+
+@pytest.mark.parametrize("model", ["mflow", "meflow", "pie-conditional"])
+def test_models_saved_by_release_0_1_still_load(model):
+    """Files written by sbi-mflow 0.1 (format version 1, flat state dict) load unchanged."""
+    data = Path(__file__).parent / "data"
+    estimator = sbi_mflow.load(data / f"v1_{model}.pt")
+    expected = torch.load(data / f"v1_{model}_expected.pt", weights_only=True)
+    value = estimator.log_prob(expected["x"], expected["theta"]).detach()
+    # float32, and the standardisation re-expressed as mean/std (one rounding each): PIE's
+    # log N(v; 0, 0.01²) makes values of order 1e4, hence the relative tolerance.
+    torch.testing.assert_close(value, expected["log_prob"], rtol=2e-6, atol=1e-4)
+
+
+def test_newer_format_versions_are_refused_with_the_version(tmp_path):
+    estimator = perturbed_estimator("mflow", 3, 2, dtype=torch.float32)
+    path = sbi_mflow.save(estimator, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="format version 99"):
+        sbi_mflow.load(path)

@@ -57,7 +57,7 @@ def test_batched_jacobian_of_linear_map_is_the_matrix():
 def test_log_det_metric_gradient_matches_finite_differences(mode):
     estimator = perturbed_estimator("mflow", 3, 2, scale=0.1)
     u = torch.randn(4, 2, dtype=torch.float64)
-    parameter = next(p for p in estimator.net.outer.parameters() if p.dim() == 2)
+    parameter = next(p for p in estimator.chart.body.parameters() if p.dim() == 2)
     estimator.log_det_metric(u, mode=mode).sum().backward()
     analytic = parameter.grad[0, 0].item()
     step = 1e-6

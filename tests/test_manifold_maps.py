@@ -43,6 +43,6 @@ def test_samples_follow_the_inner_flow_density():
     theta = torch.full((1, 1), 0.5)
     samples = estimator.sample((4000,), theta)[:, 0]
     u = estimator.encode(samples)
-    z, _ = estimator.net.inner(u, context=estimator.net.embedding(theta.expand(4000, 1)))
+    z, _ = estimator.inner(u, context=estimator.context(theta.expand(4000, 1)))
     assert z.mean(0).abs().max() < 0.1
     assert (z.std(0) - 1.0).abs().max() < 0.1

@@ -154,10 +154,10 @@ def test_outer_flow_runs_only_to_encode_never_per_nuts_step(trained):
     _, _, x_o, _ = trained
     posterior = _posterior(trained, num_chains=1, warmup_steps=30, check_manifold=False,
                            check_convergence=False, num_init_candidates=50)
-    net = posterior.potential_fn.estimator.net
+    chart = posterior.potential_fn.estimator.chart
     counter = {"outer": 0, "standardize": 0}
-    _count_calls(net.outer, counter, "outer")
-    _count_calls(net.standardize, counter, "standardize")
+    _count_calls(chart.body, counter, "outer")
+    _count_calls(chart.standardize, counter, "standardize")
     posterior.sample((30,), x=x_o, seed=0)
     steps = posterior.chain_result.potential_calls[0]
     assert steps > 60  # warm-up + draws, each at least one leapfrog step
@@ -168,7 +168,7 @@ def test_outer_flow_runs_only_to_encode_never_per_nuts_step(trained):
     exact = _posterior(trained, num_chains=1, warmup_steps=3, exact=True,
                        check_manifold=False, check_convergence=False, num_init_candidates=5)
     counter_exact = {"outer": 0}
-    _count_calls(exact.potential_fn.estimator.net.outer, counter_exact, "outer")
+    _count_calls(exact.potential_fn.estimator.chart.body, counter_exact, "outer")
     exact.sample((3,), x=x_o, seed=0)
     assert counter_exact["outer"] >= exact.chain_result.potential_calls[0]
 

@@ -8,7 +8,7 @@ from sbi.neural_nets import likelihood_nn
 from sbi.utils import BoxUniform
 
 import sbi_mflow
-from sbi_mflow.losses import phase_losses
+from sbi_mflow.losses import ChartNLL, NegativeLogLikelihood
 from sbi_mflow.tracking import NullTracker
 from simulators import PolynomialSurface
 
@@ -44,12 +44,12 @@ def test_each_phase_updates_only_its_own_parameters(model):
     inference = _inference(model, encoder_hidden_features=16, encoder_blocks=1)
     estimator = inference.append_simulations(theta, x).train(max_num_epochs=2,
                                                              cosine_schedule=False)
-    state = inference._training_state
-    manifold, density = state.phases
+    schedule = inference._schedule
+    manifold, density = schedule.phases
     assert [manifold.name, density.name] == ["manifold", "density"]
-    for phase, allowed in ((manifold, ("net.outer.", "net.encoder.")), (density, ("net.inner.",))):
+    for phase, allowed in ((manifold, ("net.chart.", "net.encoder.")), (density, ("net.inner.",))):
         before = _snapshot(estimator)
-        inference._epoch(estimator, phase, state.options, "test epoch")
+        phase.run_epoch(estimator, schedule.config)
         changed = _changed(before, estimator)
         assert changed, f"the {phase.name} phase changed nothing"
         assert all(name.startswith(allowed) for name in changed), changed
@@ -72,7 +72,7 @@ def test_early_stopping_restores_the_best_validation_weights():
     assert history[-1] > best + 0.1  # the validation loss rose: the test is meaningful
     with torch.no_grad():
         theta_v, x_v = theta[inference.val_indices], x[inference.val_indices]
-        final = phase_losses(estimator, "likelihood", x_v, theta_v)["total"].mean().item()
+        final = NegativeLogLikelihood().terms(estimator, x_v, theta_v)["total"].mean().item()
     assert math.isclose(final, best, rel_tol=1e-4, abs_tol=1e-4)
 
 
@@ -85,7 +85,7 @@ def test_scandal_gradient_matches_finite_differences():
     parameter = next(p for p in estimator.net.inner.parameters() if p.dim() == 2)
 
     def score_term():
-        return phase_losses(estimator, "density", x, theta, score, 1.0)["score_mse"].mean()
+        return ChartNLL(1.0).terms(estimator, x, theta, score)["score_mse"].mean()
 
     score_term().backward()
     analytic = parameter.grad[0, 0].item()
@@ -153,7 +153,7 @@ def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatc
         inference.train(max_num_epochs=2, resume_training=True)
     # The manifold phase completed its second epoch; the failed density epoch left no trace.
     changed = _changed(before, estimator)
-    assert changed and all(name.startswith("net.outer.") for name in changed)
+    assert changed and all(name.startswith("net.chart.") for name in changed)
     assert all(torch.isfinite(p).all() for p in estimator.parameters())
 
 
@@ -161,12 +161,12 @@ def test_resume_training_continues_phases_and_optimisers():
     _, theta, x, _ = _polynomial_data(200)
     inference = _inference()
     inference.append_simulations(theta, x).train(max_num_epochs=4)
-    state = inference._training_state
-    steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in state.phases]
+    phases = inference._schedule.phases
+    steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in phases]
     split = inference.train_indices.clone()
     inference.train(max_num_epochs=2, resume_training=True)
-    assert [p.epochs_done for p in state.phases] == [3, 3]
-    new_steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in state.phases]
+    assert [p.epochs_done for p in phases] == [3, 3]
+    new_steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in phases]
     assert all(new > old for new, old in zip(new_steps, steps, strict=True))
     assert torch.equal(split, inference.train_indices)
     assert len(inference.summary["phases"]) == 6
@@ -210,7 +210,7 @@ def _held_out_errors(estimator, simulator, seed):
     theta = simulator.prior.sample((2000,))
     x, score = simulator.simulate_with_score(theta)
     estimator.eval()
-    terms = phase_losses(estimator, "density", x, theta, score, 1.0)
+    terms = ChartNLL(1.0).terms(estimator, x, theta, score)
     return terms["nll"].mean().item(), terms["score_mse"].mean().item()
 
 

@@ -12,14 +12,14 @@ import torch
 from nflows.nn.nets import ResidualNet
 from nflows.transforms import (
     LULinear,
-    PiecewiseRationalQuadraticCouplingTransform,
-    PointwiseAffineTransform,
-    RandomPermutation,
+    Permutation,
     Transform,
 )
 from torch import Tensor
 
-__all__ = ["StableLULinear", "build_spline_stack", "standardizing_affine"]
+from sbi_mflow.flows.spline import SplineCoupling
+
+__all__ = ["StableLULinear", "build_spline_stack"]
 
 
 class StableLULinear(LULinear):
@@ -47,10 +47,23 @@ def _coupling_mask(features: int, layer: int) -> Tensor:
     return mask
 
 
-def _linear_layer(kind: str, features: int) -> Transform:
+def _permutations(features: int, count: int, compose_to_identity: bool) -> list[Tensor]:
+    """Random permutations; with ``compose_to_identity`` the last undoes the others, so
+    the stack starts as (close to) the identity map of the coordinates."""
+    permutations = [torch.randperm(features) for _ in range(count)]
+    if compose_to_identity and count > 1:
+        total = torch.arange(features)
+        for permutation in permutations[:-1]:
+            total = total[permutation]  # forward applies inputs[:, permutation]
+        permutations[-1] = torch.argsort(total)
+    return permutations
+
+
+def _linear_layers(kind: str, features: int, count: int,
+                   compose_to_identity: bool) -> list[Transform]:
     if kind == "lu":
-        return StableLULinear(features, identity_init=True)
-    return RandomPermutation(features)
+        return [StableLULinear(features, identity_init=True) for _ in range(count)]
+    return [Permutation(p) for p in _permutations(features, count, compose_to_identity)]
 
 
 def build_spline_stack(
@@ -64,12 +77,15 @@ def build_spline_stack(
     tail_bound: float,
     linear_layer: str,
     dropout: float = 0.0,
+    compose_to_identity: bool = False,
 ) -> list[Transform]:
     """Coupling layers with linear layers in between, as a list (data → latent order).
 
     Args:
         features: dimension of the space the stack acts on.
         context_features: dimension of the embedded condition, or None (unconditional).
+        compose_to_identity: choose the last permutation so that all of them compose to
+            the identity (the chart's tangent alignment then survives initialisation).
 
     Returns:
         ``2 * num_layers + 1`` transforms.
@@ -85,11 +101,12 @@ def build_spline_stack(
             dropout_probability=dropout,
         )
 
+    linear = _linear_layers(linear_layer, features, num_layers + 1, compose_to_identity)
     layers: list[Transform] = []
     for index in range(num_layers):
-        layers.append(_linear_layer(linear_layer, features))
+        layers.append(linear[index])
         layers.append(
-            PiecewiseRationalQuadraticCouplingTransform(
+            SplineCoupling(
                 mask=_coupling_mask(features, index),
                 transform_net_create_fn=conditioner,
                 num_bins=num_bins,
@@ -97,26 +114,5 @@ def build_spline_stack(
                 tail_bound=tail_bound,
             )
         )
-    layers.append(_linear_layer(linear_layer, features))
+    layers.append(linear[-1])
     return layers
-
-
-def standardizing_affine(batch_x: Tensor | None, features: int) -> PointwiseAffineTransform:
-    """Affine map x ↦ (x − mean) / std with statistics from a batch (identity without one).
-
-    Near-constant coordinates (exactly manifold-supported data can have them) get their
-    std floored at 1e-3 times the median std, instead of sbi's 1e-14, which would blow up.
-    """
-    if batch_x is None:
-        mean = torch.zeros(features)
-        std = torch.ones(features)
-    else:
-        finite = batch_x[torch.isfinite(batch_x).all(dim=1)].detach().to("cpu", torch.float64)
-        if finite.shape[0] < 2:
-            raise ValueError("Need at least two finite rows of x to standardise the data.")
-        mean = finite.mean(0)
-        std = finite.std(0)
-        floor = max(float(std.median()) * 1e-3, 1e-8)
-        std = std.clamp_min(floor)
-        mean, std = mean.float(), std.float()
-    return PointwiseAffineTransform(shift=-mean / std, scale=1.0 / std)

@@ -1,0 +1,62 @@
+"""Benchmark results as JSON under ``benchmarks/results/``, with the commit and the machine."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["RESULTS", "git_commit", "machine", "write_result"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    """The checked-out commit, with "+dirty" when the work tree has changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """What ran the benchmark: CPU, cores, load, torch threads, and the GPU if one was used."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        info["load_average"] = os.getloadavg()
+        model = [line.split(":", 1)[1].strip() for line in
+                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        info["cpu_model"] = model[0] if model else None
+    except OSError:
+        pass
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus commit and time) to ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"commit": git_commit(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,136 @@
+"""The chart: standardisation, outer flow f and the projection onto the learned manifold.
+
+f = body ∘ standardise : R^d → R^d is a bijection with f(x) = (u, v), u ∈ R^n, v ∈ R^{d−n}
+(standardisation is its first, affine layer, so densities are in the user's units). The
+decoder (chart map) is g(u) = f⁻¹(u, 0), the learned manifold is its image, and
+x' = g(u(x)) projects x onto it (Brehmer & Cranmer 2020, section 2).
+
+References:
+    Brehmer, Cranmer. Flows for simultaneous manifold learning and density estimation.
+    NeurIPS 2020.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from nflows.transforms import CompositeTransform, Transform
+from torch import Tensor, nn
+
+from sbi_mflow.jacobian import batched_jacobian, log_det_gram
+
+__all__ = ["Chart", "ChartPoint", "Standardization"]
+
+
+class Standardization(Transform):
+    """x ↦ (x − mean) / std, log|det| = −Σ_j log std_j (the first layer of f).
+
+    Statistics come from a batch of training data; near-constant coordinates (exactly
+    manifold-supported data can have them) get their std floored at 1e-3 times the median
+    std instead of sbi's 1e-14, which would blow up.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    @classmethod
+    def from_data(cls, x: Tensor | None, features: int) -> Standardization:
+        """Statistics of the finite rows of ``x`` (N, d); the identity without data."""
+        if x is None:
+            return cls(torch.zeros(features), torch.ones(features))
+        finite = x[torch.isfinite(x).all(dim=1)].detach().to("cpu", torch.float64)
+        if finite.shape[0] < 2:
+            raise ValueError("Need at least two finite rows of x to standardise the data.")
+        std = finite.std(0)
+        std = std.clamp_min(max(float(std.median()) * 1e-3, 1e-8))
+        return cls(finite.mean(0).float(), std.float())
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logabsdet = -torch.log(self.std).sum().expand(inputs.shape[0])
+        return (inputs - self.mean) / self.std, logabsdet
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logabsdet = torch.log(self.std).sum().expand(inputs.shape[0])
+        return inputs * self.std + self.mean, logabsdet
+
+
+@dataclass
+class ChartPoint:
+    """x in chart coordinates: u (B, n); with the full f(x) (B, d) and log|det ∂f/∂x| (B,)
+    when they were computed on the way (M-flow and PIE encoders), else None."""
+
+    u: Tensor
+    latent: Tensor | None = None
+    logabsdet: Tensor | None = None
+
+
+class Chart(nn.Module):
+    """Outer flow f = body ∘ alignment ∘ standardise with the projection onto its first n
+    outputs.
+
+    Args:
+        standardize: x ↦ (x − mean) / std, f's first layer.
+        body: the trainable layers of f (nflows transforms, data → latent order).
+        manifold_dim: n.
+        conditional: whether f depends on θ (the original PIE's conditional manifold); the
+            estimator then passes the embedded θ as ``context``.
+        alignment: a fixed rotation of standardised x onto the data's tangent directions
+            (:mod:`sbi_mflow.flows.alignment`), or None.
+    """
+
+    def __init__(self, standardize: Standardization, body: CompositeTransform,
+                 manifold_dim: int, conditional: bool = False,
+                 alignment: Transform | None = None) -> None:
+        super().__init__()
+        self.standardize = standardize
+        self.alignment = alignment
+        self.body = body
+        self.manifold_dim = manifold_dim
+        self.conditional = conditional
+
+    @property
+    def data_dim(self) -> int:
+        return self.standardize.mean.numel()
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """f(x) (B, d) and log|det ∂f/∂x| (B,)."""
+        standardised, logdet_standardize = self.standardize(x)
+        if self.alignment is not None:
+            standardised, _ = self.alignment(standardised)  # orthogonal: log|det| = 0
+        latent, logdet_body = self.body(standardised, context=context)
+        return latent, logdet_standardize + logdet_body
+
+    def encode(self, x: Tensor, context: Tensor | None = None) -> ChartPoint:
+        """u = the first n components of f(x), keeping f(x) and its log-determinant."""
+        latent, logabsdet = self(x, context)
+        return ChartPoint(latent[:, : self.manifold_dim], latent, logabsdet)
+
+    def decode(self, u: Tensor, context: Tensor | None = None) -> Tensor:
+        """g(u) = f⁻¹(u, 0): (B, n) -> (B, d)."""
+        padded = nn.functional.pad(u, (0, self.data_dim - self.manifold_dim))
+        standardised, _ = self.body.inverse(padded, context=context)
+        if self.alignment is not None:
+            standardised, _ = self.alignment.inverse(standardised)
+        x, _ = self.standardize.inverse(standardised)
+        return x
+
+    def log_det_metric(self, u: Tensor, context: Tensor | None = None,
+                       mode: str = "auto") -> Tensor:
+        """log det(J_gᵀ J_g)(u), J_g = ∂g/∂u ∈ R^{d×n}: (B, n) -> (B,).
+
+        Exact, from one batched forward- or reverse-mode pass
+        (:func:`sbi_mflow.jacobian.batched_jacobian`, ``mode`` "auto", "forward" or
+        "reverse"); differentiable when grad is enabled (also under sbi's ``no_grad``
+        the value is computed, without a graph).
+        """
+        jacobian = batched_jacobian(self.decode, u, context, data_dim=self.data_dim, mode=mode,
+                                    create_graph=torch.is_grad_enabled())
+        return log_det_gram(jacobian)
+
+    def standardized(self, x: Tensor) -> Tensor:
+        """(x − mean) / std, the units of the reconstruction loss."""
+        return self.standardize(x)[0]
+

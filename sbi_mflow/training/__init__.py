@@ -1,0 +1,28 @@
+"""Training of manifold-learning flows: configuration, data, phases and schedules."""
+
+from sbi_mflow.training.config import SCHEDULES, TrainConfig
+from sbi_mflow.training.data import TrainingData
+from sbi_mflow.training.phase import EpochResult, Phase, TrainingDivergedError
+from sbi_mflow.training.schedules import (
+    Alternating,
+    Schedule,
+    Sequential,
+    Simultaneous,
+    make_schedule,
+)
+from sbi_mflow.training.stopping import EarlyStopping
+
+__all__ = [
+    "SCHEDULES",
+    "Alternating",
+    "EarlyStopping",
+    "EpochResult",
+    "Phase",
+    "Schedule",
+    "Sequential",
+    "Simultaneous",
+    "TrainConfig",
+    "TrainingData",
+    "TrainingDivergedError",
+    "make_schedule",
+]

@@ -1,0 +1,77 @@
+"""``TrainConfig``: every setting of a ``ManifoldNLE.train`` call, validated in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+__all__ = ["SCHEDULES", "TrainConfig"]
+
+SCHEDULES = ("auto", "sequential", "alternating", "simultaneous")
+
+#: Batch size used when none is given: small batches on the CPU (one step is cheap and
+#: many steps per epoch help), large ones on a GPU, where a step costs about the same
+#: for 128 or 4096 rows.
+DEFAULT_BATCH = {"cpu": 100, "cuda": 1024}
+#: Reference batch of the default learning rate 1e-3 (the paper's setting).
+REFERENCE_BATCH = 100
+#: Below this batch size a CUDA step is bound by launch overhead (a warning says so).
+SMALL_CUDA_BATCH = 512
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training call (see :meth:`sbi_mflow.ManifoldNLE.train`).
+
+    ``training_batch_size`` and ``learning_rate`` may be None: :meth:`resolved` then picks
+    100 on the CPU and 1024 on CUDA, with the learning rate 1e-3 · √(batch / 100)
+    (square-root scaling, which keeps Adam's update noise about constant).
+    """
+
+    schedule: str = "auto"
+    scandal_weight: float = 0.0
+    max_num_epochs: int = 50
+    density_epochs: int | None = None
+    training_batch_size: int | None = None
+    learning_rate: float | None = None
+    weight_decay: float = 1e-4
+    clip_max_norm: float | None = 1.0
+    cosine_schedule: bool = True
+    validation_fraction: float = 0.25
+    stop_after_epochs: int = 20
+    compile: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {self.schedule!r}; choose one of {SCHEDULES}.")
+        if self.scandal_weight < 0:
+            raise ValueError(f"scandal_weight must be >= 0, got {self.scandal_weight}.")
+        for name in ("max_num_epochs", "stop_after_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.density_epochs is not None and self.density_epochs < 1:
+            raise ValueError(f"density_epochs must be >= 1, got {self.density_epochs}.")
+        if self.training_batch_size is not None and self.training_batch_size < 1:
+            raise ValueError(
+                f"training_batch_size must be >= 1, got {self.training_batch_size}.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}.")
+        if self.clip_max_norm is not None and not self.clip_max_norm > 0:
+            raise ValueError(f"clip_max_norm must be > 0 or None, got {self.clip_max_norm}.")
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {self.compile!r}.")
+
+    def resolved(self, device: torch.device) -> TrainConfig:
+        """A copy with the batch size, learning rate and compilation fixed for ``device``."""
+        batch = self.training_batch_size or DEFAULT_BATCH.get(device.type, 100)
+        rate = self.learning_rate or 1e-3 * math.sqrt(batch / REFERENCE_BATCH)
+        compile_step = self.compile
+        if compile_step == "auto":
+            compile_step = device.type == "cuda"
+        return replace(self, training_batch_size=batch, learning_rate=rate,
+                       compile=bool(compile_step))

@@ -1,0 +1,248 @@
+"""Training schedules: which phases run, on what data, in which order.
+
+* :class:`Sequential` (M/D): the manifold phase (chart and encoder, reconstruction loss),
+  then the density phase (inner flow only, chart NLL) on encodings u = e(x) computed once
+  with the trained manifold, so its epochs cost only the n-dimensional inner flow;
+* :class:`Alternating` (M/D): rounds of one manifold epoch and one density epoch (the
+  encodings move, so the density phase encodes each batch); early stopping on the sum of
+  the two validation losses;
+* :class:`Simultaneous`: one loss over all parameters (M-flow / Me-flow: reconstruction +
+  chart NLL; PIE and sbi's own estimators: −log q).
+
+All run on :class:`~sbi_mflow.training.phase.Phase` and continue where they stopped when
+called again with more epochs (``resume_training``).
+
+References:
+    Brehmer, Cranmer. Flows for simultaneous manifold learning and density estimation.
+    NeurIPS 2020, section 3 (M/D training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from sbi.neural_nets.estimators import ConditionalDensityEstimator
+from torch import nn
+from tqdm.auto import tqdm
+
+from sbi_mflow.estimator import ManifoldFlowEstimator
+from sbi_mflow.losses import (
+    ChartNLL,
+    LatentNLL,
+    NegativeLogLikelihood,
+    ReconstructionLoss,
+    SimultaneousLoss,
+)
+from sbi_mflow.training.config import TrainConfig
+from sbi_mflow.training.data import TrainingData
+from sbi_mflow.training.phase import EpochResult, Phase
+from sbi_mflow.training.stopping import EarlyStopping
+
+__all__ = ["Alternating", "Schedule", "Sequential", "Simultaneous", "make_schedule"]
+
+#: Called after every epoch of every phase.
+Recorder = Callable[[EpochResult], None]
+
+#: Totals above this are "train until early stopping" budgets (sbi's default is 2³¹ − 1):
+#: the progress bar then counts epochs without a total.
+_MAX_SHOWN_TOTAL = 100_000
+
+
+def supports_md(estimator: ConditionalDensityEstimator) -> bool:
+    """Whether M/D training applies: a manifold-learning flow with a density on the
+    manifold (M-flow, Me-flow)."""
+    return isinstance(estimator, ManifoldFlowEstimator) and estimator.volume.on_manifold
+
+
+def _progress(total: int, description: str, enabled: bool) -> tqdm:
+    shown = total if total <= _MAX_SHOWN_TOTAL else None
+    return tqdm(total=shown, desc=description, disable=not enabled, leave=True,
+                dynamic_ncols=True, unit="epoch")
+
+
+def _show(bar: tqdm, result: EpochResult, stopping: EarlyStopping) -> None:
+    bar.update(1)
+    bar.set_postfix(val=f"{result.validation_loss:.4g}", best=f"{stopping.best_loss:.4g}",
+                    patience=f"{stopping.epochs_since_improvement}/{stopping.patience}")
+
+
+class Schedule:
+    """Phases of one estimator, run with a recorder and optional progress bars."""
+
+    name: str
+
+    def __init__(self, estimator: nn.Module, data: TrainingData, config: TrainConfig) -> None:
+        self.estimator = estimator
+        self.data = data
+        self.config = config
+
+    @property
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def run(self, record: Recorder, progress: bool) -> None:
+        raise NotImplementedError
+
+    def extend(self, config: TrainConfig) -> None:
+        """Continue with ``config.max_num_epochs`` more epochs (resume training)."""
+        raise NotImplementedError
+
+    @property
+    def best_validation_loss(self) -> float:
+        return self.phases[-1].stopping.best_loss
+
+    def _run_phase(self, phase: Phase, record: Recorder, progress: bool) -> None:
+        with _progress(phase.epochs - phase.epochs_done, f"{phase.name} phase",
+                       progress) as bar:
+            while not phase.finished:
+                result = phase.run_epoch(self.estimator, self.config)
+                phase.stopping.update(result.validation_loss, self.estimator)
+                record(result)
+                _show(bar, result, phase.stopping)
+        phase.stopping.restore(self.estimator)
+
+
+def _manifold_parameters(estimator: ManifoldFlowEstimator) -> list[nn.Parameter]:
+    return [*estimator.chart.parameters(), *estimator.encoder.parameters()]
+
+
+class Sequential(Schedule):
+    """All manifold epochs, then all density epochs on cached encodings."""
+
+    name = "sequential"
+
+    def __init__(self, estimator: ManifoldFlowEstimator, data: TrainingData,
+                 config: TrainConfig) -> None:
+        super().__init__(estimator, data, config)
+        epochs = max(1, config.max_num_epochs // 2)
+        self.manifold = Phase.create(
+            "manifold", _manifold_parameters(estimator),
+            ReconstructionLoss(estimator.config.reconstruction_weight), data, epochs, config,
+            compile_step=config.compile)
+        self.density = Phase.create(
+            "density", list(estimator.inner.parameters()), LatentNLL(config.scandal_weight),
+            data, config.density_epochs or epochs, config, compile_step=config.compile)
+
+    @property
+    def phases(self) -> list[Phase]:
+        return [self.manifold, self.density]
+
+    def encodings(self, batch_size: int = 4096) -> torch.Tensor:
+        """u = e(x) of every training row with the current manifold (N, n)."""
+        self.estimator.eval()
+        with torch.no_grad():
+            return torch.cat([self.estimator.encode_point(chunk).u
+                              for chunk in self.data.x.split(batch_size)])
+
+    def run(self, record: Recorder, progress: bool) -> None:
+        self._run_phase(self.manifold, record, progress)
+        self.density.data = self.data.with_inputs(self.encodings())
+        self._run_phase(self.density, record, progress)
+
+    def extend(self, config: TrainConfig) -> None:
+        self.config = config
+        extra = max(1, config.max_num_epochs // 2)
+        self.manifold.extend(extra, config)
+        self.density.extend(config.density_epochs or extra, config)
+
+
+class Alternating(Schedule):
+    """Rounds of one manifold epoch and one density epoch."""
+
+    name = "alternating"
+
+    def __init__(self, estimator: ManifoldFlowEstimator, data: TrainingData,
+                 config: TrainConfig) -> None:
+        super().__init__(estimator, data, config)
+        self.rounds = max(1, config.max_num_epochs // 2)
+        self.rounds_done = 0
+        self.manifold = Phase.create(
+            "manifold", _manifold_parameters(estimator),
+            ReconstructionLoss(estimator.config.reconstruction_weight), data, self.rounds,
+            config, compile_step=config.compile)
+        self.density = Phase.create(
+            "density", list(estimator.inner.parameters()), ChartNLL(config.scandal_weight),
+            data, self.rounds, config, compile_step=config.compile)
+        self.stopping = EarlyStopping(config.stop_after_epochs)
+
+    @property
+    def phases(self) -> list[Phase]:
+        return [self.manifold, self.density]
+
+    @property
+    def best_validation_loss(self) -> float:
+        return self.stopping.best_loss
+
+    def run(self, record: Recorder, progress: bool) -> None:
+        with _progress(self.rounds - self.rounds_done, "alternating M/D", progress) as bar:
+            while self.rounds_done < self.rounds and not self.stopping.stopped:
+                results = [phase.run_epoch(self.estimator, self.config)
+                           for phase in self.phases]
+                for result in results:
+                    record(result)
+                self.rounds_done += 1
+                total = sum(r.validation_loss for r in results)
+                self.stopping.update(total, self.estimator)
+                bar.update(1)
+                bar.set_postfix(recon=f"{results[0].validation_loss:.4g}",
+                                nll=f"{results[1].validation_loss:.4g}",
+                                patience=f"{self.stopping.epochs_since_improvement}/"
+                                         f"{self.stopping.patience}")
+        self.stopping.restore(self.estimator)
+
+    def extend(self, config: TrainConfig) -> None:
+        self.config = config
+        extra = max(1, config.max_num_epochs // 2)
+        self.rounds = self.rounds_done + extra
+        for phase in self.phases:
+            phase.extend(extra, config)
+        self.stopping.restart(config.stop_after_epochs)
+
+
+def _simultaneous_loss(estimator: ConditionalDensityEstimator, scandal: float):
+    if supports_md(estimator):
+        return SimultaneousLoss(estimator.config.reconstruction_weight, scandal)
+    return NegativeLogLikelihood(scandal)
+
+
+class Simultaneous(Schedule):
+    """One phase over all parameters."""
+
+    name = "simultaneous"
+
+    def __init__(self, estimator: ConditionalDensityEstimator, data: TrainingData,
+                 config: TrainConfig) -> None:
+        super().__init__(estimator, data, config)
+        self.phase = Phase.create(
+            "simultaneous" if supports_md(estimator) else "likelihood",
+            list(estimator.parameters()), _simultaneous_loss(estimator, config.scandal_weight),
+            data, config.max_num_epochs, config, compile_step=config.compile)
+
+    @property
+    def phases(self) -> list[Phase]:
+        return [self.phase]
+
+    def run(self, record: Recorder, progress: bool) -> None:
+        self._run_phase(self.phase, record, progress)
+
+    def extend(self, config: TrainConfig) -> None:
+        self.config = config
+        self.phase.extend(config.max_num_epochs, config)
+
+
+def make_schedule(estimator: ConditionalDensityEstimator, data: TrainingData,
+                  config: TrainConfig) -> Schedule:
+    """The one place that maps a schedule name to a schedule ("auto": sequential M/D for
+    M-flow / Me-flow, simultaneous otherwise)."""
+    name = config.schedule
+    if name == "auto":
+        name = "sequential" if supports_md(estimator) else "simultaneous"
+    if name in ("sequential", "alternating") and not supports_md(estimator):
+        raise ValueError(
+            f"The {name!r} M/D schedule needs an M-flow or Me-flow estimator; PIE and sbi's "
+            "own estimators train with schedule='simultaneous'."
+        )
+    kinds = {"sequential": Sequential, "alternating": Alternating,
+             "simultaneous": Simultaneous}
+    return kinds[name](estimator, data, config)
