@@ -23,7 +23,6 @@ Run: ``python benchmarks/profile_step.py [--device cuda] [--batches 128 1024 409
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
