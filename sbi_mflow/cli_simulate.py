@@ -56,7 +56,10 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         from distributed import Client, LocalCluster
 
         with LocalCluster(n_workers=args.local_workers, processes=True, threads_per_worker=1,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
+            if not args.quiet:
+                print(f"Dask LocalCluster of {args.local_workers} workers; dashboard: "
+                      f"{client.dashboard_link}")
             yield client
     else:
         yield None

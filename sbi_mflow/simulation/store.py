@@ -97,6 +97,7 @@ class SimulationStore:
         self.group = group
         self.identity = identity
         self.plan = ChunkPlan(identity.num_rows, identity.chunk_size)
+        self._arrays: dict[str, Any] = {}  # opened arrays (opening reads their metadata)
 
     # -------------------------------------------------------------------- opening
     @classmethod
@@ -147,22 +148,27 @@ class SimulationStore:
         return RunIdentity(**stored)
 
     # -------------------------------------------------------------------- writing
+    def _array(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
     def chunks_to_run(self) -> list[int]:
         """Chunks with rows that are pending or failed (done and invalid rows are kept)."""
-        status = self.group["status"][...]
+        status = self.status()
         redo = (status == PENDING) | (status == FAILED)
         return [k for k in range(self.plan.num_chunks) if redo[self.plan.rows(k)].any()]
 
     def _output_array(self, name: str, values: np.ndarray):
-        if name in self.group:
-            array = self.group[name]
-            if array.shape[1] != values.shape[1]:
-                raise ValueError(f"The simulator returned {name} with {values.shape[1]} columns "
-                                 f"but the store holds {array.shape[1]}.")
-            return array
-        return self.group.create_array(
-            name, shape=(self.identity.num_rows, values.shape[1]), dtype=values.dtype,
-            chunks=(self.identity.chunk_size, values.shape[1]), fill_value=np.nan)
+        if name not in self._arrays and name not in self.group:
+            self._arrays[name] = self.group.create_array(
+                name, shape=(self.identity.num_rows, values.shape[1]), dtype=values.dtype,
+                chunks=(self.identity.chunk_size, values.shape[1]), fill_value=np.nan)
+        array = self._array(name)
+        if array.shape[1] != values.shape[1]:
+            raise ValueError(f"The simulator returned {name} with {values.shape[1]} columns "
+                             f"but the store holds {array.shape[1]}.")
+        return array
 
     def write_chunk(self, output: ChunkOutput) -> int:
         """Store a finished chunk; returns its number of invalid (non-finite) rows."""
@@ -172,7 +178,7 @@ class SimulationStore:
         if output.score is not None:
             self._output_array("score", output.score)[rows] = output.score
             valid &= np.isfinite(output.score).all(axis=1)
-        self.group["status"][rows] = np.where(valid, DONE, INVALID).astype(np.int8)
+        self._array("status")[rows] = np.where(valid, DONE, INVALID).astype(np.int8)
         errors = self.group.attrs.get("chunk_errors", {})
         if str(output.index) in errors:
             self.group.attrs["chunk_errors"] = {k: v for k, v in errors.items()
@@ -181,14 +187,14 @@ class SimulationStore:
 
     def mark_failed(self, index: int, error: BaseException) -> None:
         """Rows of a chunk that raised (after its retries): status failed, x stays NaN."""
-        self.group["status"][self.plan.rows(index)] = FAILED
+        self._array("status")[self.plan.rows(index)] = FAILED
         errors = dict(self.group.attrs.get("chunk_errors", {}))
         errors[str(index)] = f"{type(error).__name__}: {error}"
         self.group.attrs["chunk_errors"] = errors
 
     # -------------------------------------------------------------------- reading
     def status(self) -> np.ndarray:
-        return self.group["status"][...]
+        return self._array("status")[...]
 
     def read(self) -> SimulationResult:
         """The rows of the store; status is read first, so every row marked done has its data."""
