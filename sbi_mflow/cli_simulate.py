@@ -28,8 +28,10 @@ __all__ = ["add_simulate_command", "run_simulate", "training_data_from_store"]
 
 def add_simulate_command(commands: Any) -> None:
     """The ``simulate`` sub-command of the ``sbi-mflow`` parser."""
-    parser = commands.add_parser("simulate", help="fill a Zarr store with simulations (Dask)",
-                                 description=__doc__.splitlines()[0])
+    parser = commands.add_parser(
+        "simulate", help="fill a Zarr store with simulations (Dask)",
+        description="Simulate θ ~ prior of a named simulator into a Zarr store, in this "
+                    "process or on a Dask cluster; rerun the same command to resume.")
     parser.add_argument("--simulator", required=True, choices=sorted(SIMULATORS))
     parser.add_argument("--num", type=int, required=True, help="number of simulations")
     parser.add_argument("--store", required=True, help="Zarr store path (resumed if it exists)")
@@ -40,7 +42,7 @@ def add_simulate_command(commands: Any) -> None:
                        help="start a LocalCluster with this many worker processes")
     parser.add_argument("--with-score", action="store_true", help="also store joint scores")
     parser.add_argument("--chunk-size", type=int, default=1000, help="rows per task")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds θ ~ prior and the chunks")
     parser.add_argument("--retries", type=int, default=2, help="re-submissions of a chunk")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(device="cpu", threads=1)
