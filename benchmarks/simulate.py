@@ -14,6 +14,8 @@ Two simulators:
   (wall − ideal) / chunks, where ideal = the simulator's own time for all rows in calls of
   one chunk each (no seeding, no store) divided by the number of processes simulating. The
   simulator's own time grows at small chunks too (per-call cost of its torch operations).
+  A least-squares fit over the chunk sizes splits the overhead into a fixed cost per chunk
+  and a cost per row (moving and storing the data).
 
 Every run writes to an on-disk Zarr store (as a real run would); the workers are warmed up
 (imports) before timing. The cluster's results are checked to be bit-identical to the
@@ -146,6 +148,22 @@ def bench_decay(args, client, folder: Path) -> list[dict]:
     return results
 
 
+def overhead_fit(decay: list[dict], mode: str, workers: int) -> dict | None:
+    """Least-squares fit of the overhead as (chunks · per_chunk + rows · per_row).
+
+    ``per_chunk``: fixed cost of a chunk (seeding, a task's round trip, one write per array);
+    ``per_row``: cost that grows with the data (transfer to the client, compression, write).
+    """
+    if len({r["chunk_size"] for r in decay}) < 2:
+        return None
+    design = np.array([[r["chunks"], r["rows"]] for r in decay], dtype=float)
+    overhead = np.array([r[f"{mode}_s"] - r["simulator_alone_s"]
+                         / (1 if mode == "in_process" else min(workers, r["chunks"]))
+                         for r in decay])
+    (per_chunk, per_row), *_ = np.linalg.lstsq(design, overhead, rcond=None)
+    return {"ms_per_chunk": float(1e3 * per_chunk), "us_per_row": float(1e6 * per_row)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ode-rows", type=int, default=20_000)
@@ -179,7 +197,10 @@ def main() -> None:
         "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         "settings": {**{k: v for k, v in vars(args).items() if k != "output"},
                      "threads_per_worker": 1, "torch_threads": 1},
-        "results": {"damped_oscillator": oscillator, "particle_decay": decay},
+        "results": {"damped_oscillator": oscillator, "particle_decay": decay,
+                    "particle_decay_overhead_fit": {
+                        mode: overhead_fit(decay, mode, args.workers)
+                        for mode in ("in_process", "local_cluster")}},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")
@@ -203,6 +224,10 @@ def main() -> None:
               f"{r['local_cluster_s']:>9.2f} {r['local_cluster_rows_per_s']:>9.0f} "
               f"{r['local_cluster_overhead_ms_per_chunk']:>8.2f} "
               f"{r['in_process_s'] / r['local_cluster_s']:>6.2f} {r['bit_identical']}")
+    for mode, fit in report["results"]["particle_decay_overhead_fit"].items():
+        if fit:
+            print(f"  overhead fit, {mode}: {fit['ms_per_chunk']:.2f} ms per chunk + "
+                  f"{fit['us_per_row']:.2f} µs per row")
     print(f"wrote {args.output}")
 
 
