@@ -84,6 +84,12 @@ def _same(a, b) -> bool:
     return same and (a.score is None or torch.equal(a.score, b.score))
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
 def _git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -193,7 +199,8 @@ def main() -> None:
         "benchmark": "simulate", "git_commit": _git_commit(),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "dask": _version("dask"),
+                    "distributed": _version("distributed"), "zarr": _version("zarr")},
         "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         "settings": {**{k: v for k, v in vars(args).items() if k != "output"},
                      "threads_per_worker": 1, "torch_threads": 1},
