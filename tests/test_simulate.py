@@ -27,9 +27,9 @@ TESTS = Path(__file__).resolve().parent
 QUIET = {"progress": False}
 
 
-def _local_cluster(workers: int, threads: int):
+def _local_cluster(workers: int, threads: int, processes: bool = True):
     # ":0": any free port for the scheduler's HTTP server (8787 may be taken).
-    return distributed.LocalCluster(n_workers=workers, processes=True,
+    return distributed.LocalCluster(n_workers=workers, processes=processes,
                                     threads_per_worker=threads, dashboard_address=":0")
 
 
@@ -60,8 +60,10 @@ def test_same_arrays_in_process_on_one_and_on_two_workers(cluster, client):
 
     on_two = simulate(simulator, theta, client=client, **options)
     by_address = simulate(simulator, theta, client=cluster.scheduler_address, **options)
-    # One worker process with two threads: chunks share its global generators.
-    with _local_cluster(workers=1, threads=2) as one, distributed.Client(one) as one_client:
+    # One worker with two threads, in this process: its chunks share the global generators
+    # with each other and with this thread.
+    with _local_cluster(workers=1, threads=2, processes=False) as one, \
+            distributed.Client(one) as one_client:
         on_one = simulate(simulator, theta, client=one_client, **options)
     assert not here.failed.any()
     for other in (on_two, by_address, on_one):
