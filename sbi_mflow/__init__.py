@@ -14,6 +14,12 @@ from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.io import load, save
 from sbi_mflow.posterior import ManifoldPosterior, manifold_posterior
 from sbi_mflow.potential import ChartPotential, ExactLikelihoodPotential, manifold_potential
+from sbi_mflow.simulation import (
+    SimulationResult,
+    SimulationWarning,
+    load_simulations,
+    simulate,
+)
 from sbi_mflow.tracking import NullTracker
 from sbi_mflow.trainer import ManifoldNLE, TrainingDivergedError
 
@@ -24,6 +30,8 @@ __all__ = [
     "ExactLikelihoodPotential",
     "ManifoldPosterior",
     "NullTracker",
+    "SimulationResult",
+    "SimulationWarning",
     "OffManifoldWarning",
     "check_convergence",
     "check_on_manifold",
@@ -38,8 +46,10 @@ __all__ = [
     "TrainingDivergedError",
     "build_estimator",
     "load",
+    "load_simulations",
     "manifold_likelihood_nn",
     "save",
+    "simulate",
 ]
 
 __version__ = "0.1.0"

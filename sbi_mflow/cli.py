@@ -4,6 +4,7 @@
   NUTS posterior for 20 trials at the default θ, comparison with the reference posterior).
 * ``sbi-mflow train``: train on a named simulator or on θ/x(/score) files (.npy or .pt).
 * ``sbi-mflow infer``: sample the posterior of a trained model for observations x_o.
+* ``sbi-mflow simulate``: fill a Zarr store on a Dask cluster; ``train --store`` reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 import sbi_mflow
 from sbi_mflow import metrics
+from sbi_mflow.cli_simulate import add_simulate_command, run_simulate, training_data_from_store
 from sbi_mflow.pipeline import (
     SIMULATORS,
     CommandError,
@@ -99,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--simulator", choices=sorted(SIMULATORS))
     source.add_argument("--x", help=".npy/.pt file of x (N, d); needs --theta")
+    source.add_argument("--store", help="Zarr store of `sbi-mflow simulate` or sbi_mflow.simulate")
     train.add_argument("--theta", help=".npy/.pt file of θ (N, p)")
     train.add_argument("--score", help="optional .npy/.pt joint scores (N, p) for SCANDAL")
     train.add_argument("--simulations", type=int, default=4000)
@@ -114,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--model", required=True, help="run folder or its model.pt")
     infer.add_argument("--x-o", required=True, help=".npy/.pt file of observations (T, d)")
     _add_sampling_options(infer)
+    add_simulate_command(commands)
     return parser
 
 
@@ -209,6 +213,8 @@ def run_train(args: argparse.Namespace) -> None:
                                    args.seed, progress=_progress(args))
         prior, manifold_dim = simulator.prior, args.manifold_dim or simulator.manifold_dim
         run["simulator"] = args.simulator
+    elif args.store:
+        theta, x, score, prior, manifold_dim = training_data_from_store(args, run)
     else:
         theta, x = load_array(args.theta, "theta"), load_array(args.x, "x")
         score = load_array(args.score, "score") if args.score else None
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --threads must be >= 1", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    commands = {"demo": run_demo, "train": run_train, "infer": run_infer}
+    commands = {"demo": run_demo, "train": run_train, "infer": run_infer,
+                "simulate": run_simulate}
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*triangular_solve is deprecated.*")

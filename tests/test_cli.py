@@ -89,3 +89,23 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(tmp_path, args, message
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "occupied" / "precious.txt").read_text() == "keep me"
+
+
+def test_simulate_on_local_workers_then_train_from_the_store(tmp_path, capsys):
+    store = tmp_path / "sims.zarr"
+    result = _cli("simulate", "--simulator", "polynomial-surface", "--num", "600",
+                  "--store", str(store), "--local-workers", "2", "--chunk-size", "200",
+                  "--seed", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "600 of 600 simulations of polynomial-surface" in result.stdout
+    run = tmp_path / "run"
+    result = _cli("train", "--store", str(store), "--out", str(run), *TINY_TRAINING)
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["simulator"] == "polynomial-surface"  # so `infer` rebuilds the prior
+    assert recorded["param_dim"] == 1 and recorded["data_dim"] == 3
+    from sbi_mflow.cli import main  # in this process: the error path needs no fresh imports
+
+    assert main(["train", "--store", str(tmp_path / "nowhere.zarr"), "--out", str(run),
+                 "--force", *TINY_TRAINING]) == 2
+    assert "No simulation store" in capsys.readouterr().err

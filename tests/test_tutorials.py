@@ -26,7 +26,8 @@ def _ids(paths: list[Path]) -> list[str]:
 def test_tutorials_exist():
     names = {p.name for p in NOTEBOOKS}
     for expected in ("01_quickstart.ipynb", "02_md_training_and_scandal.ipynb",
-                     "04_lorenz_attractor.ipynb", "05_your_own_simulator.ipynb"):
+                     "04_lorenz_attractor.ipynb", "05_your_own_simulator.ipynb",
+                     "06_simulating_on_a_cluster.ipynb"):
         assert expected in names
 
 
