@@ -236,6 +236,7 @@ class ManifoldNLE(NLE):
         self._summary["epochs_trained"].append(epochs)
         self._summary["best_validation_loss"].append(self._schedule.best_validation_loss)
         self._summary["train_config"] = asdict(config)
+        self._summary.update(self._schedule.report())
         self._tracker.log_metric("epochs_trained", epochs, step=self._round + 1)
         self._tracker.flush()
         if show_train_summary:
@@ -267,6 +268,8 @@ class ManifoldNLE(NLE):
     def _record(self, result: EpochResult) -> None:
         step = len(self._summary["phases"])
         entry = {"phase": result.phase, "epoch": result.epoch, "seconds": result.seconds}
+        if result.candidate is not None:
+            entry["candidate"] = result.candidate
         entry.update({f"train_{k}": v for k, v in result.train.items()})
         entry.update({f"validation_{k}": v for k, v in result.validation.items()})
         self._summary["phases"].append(entry)

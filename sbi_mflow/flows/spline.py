@@ -32,7 +32,6 @@ import math
 import torch
 from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
 from torch import Tensor
-from torch.nn import functional as F
 
 __all__ = ["SplineCoupling", "rational_quadratic_spline"]
 
@@ -41,14 +40,20 @@ MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
 
 
+def _softplus(x: Tensor) -> Tensor:
+    """log(1 + eˣ) = max(x, 0) + log1p(e^{−|x|}) (torch's softplus kernel is slow on small
+    CPU tensors; this is the same function, stable for any x)."""
+    return x.clamp(min=0.0) + torch.log1p(torch.exp(-x.abs()))
+
+
 def _knots(unnormalized: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
-    """Knot positions (…, K+1) from −B to B and bin sizes (…, K), nflows' parametrisation."""
-    num_bins = unnormalized.shape[-1]
-    sizes = min_size + (1.0 - min_size * num_bins) * torch.softmax(unnormalized, dim=-1)
-    inner = torch.cumsum(sizes[..., :-1], dim=-1) * (2.0 * bound) - bound
-    ends = inner.new_full((*inner.shape[:-1], 1), bound)
-    knots = torch.cat((-ends, inner, ends), dim=-1)
-    return knots, knots[..., 1:] - knots[..., :-1]
+    """Knot positions (K+1, N) from −B to B and bin sizes (K, N); bins on the first axis."""
+    num_bins = unnormalized.shape[0]
+    sizes = min_size + (1.0 - min_size * num_bins) * torch.softmax(unnormalized, dim=0)
+    inner = torch.cumsum(sizes[:-1], dim=0) * (2.0 * bound) - bound
+    ends = inner.new_full((1, inner.shape[1]), bound)
+    knots = torch.cat((-ends, inner, ends), dim=0)
+    return knots, knots[1:] - knots[:-1]
 
 
 def rational_quadratic_spline(
@@ -75,26 +80,31 @@ def rational_quadratic_spline(
     Returns:
         outputs (…,) and log|d outputs / d inputs| (…,).
     """
+    shape = inputs.shape
+    num_bins = unnormalized_widths.shape[-1]
+    x = inputs.reshape(-1)
+    # Bins on the first axis: reductions over a leading axis run vectorised along the
+    # contiguous last one (a last axis of K ≈ 8 takes torch's slow paths on the CPU).
+    widths_in = unnormalized_widths.reshape(-1, num_bins).T
+    heights_in = unnormalized_heights.reshape(-1, num_bins).T
+    derivatives_in = unnormalized_derivatives.reshape(-1, num_bins - 1).T
     bound = float(tail_bound)
-    inside = (inputs >= -bound) & (inputs <= bound)
-    clamped = inputs.clamp(-bound, bound)
-    x_knots, widths = _knots(unnormalized_widths, bound, min_bin_width)
-    y_knots, heights = _knots(unnormalized_heights, bound, min_bin_height)
-    one = unnormalized_derivatives.new_ones((*unnormalized_derivatives.shape[:-1], 1))
-    derivatives = torch.cat(
-        (one, min_derivative + F.softplus(unnormalized_derivatives), one), dim=-1
-    )
+    inside = (x >= -bound) & (x <= bound)
+    clamped = x.clamp(-bound, bound)
+    x_knots, widths = _knots(widths_in, bound, min_bin_width)
+    y_knots, heights = _knots(heights_in, bound, min_bin_height)
+    one = derivatives_in.new_ones((1, derivatives_in.shape[1]))
+    derivatives = torch.cat((one, min_derivative + _softplus(derivatives_in), one), dim=0)
 
-    # Bin index: the number of interior knots at or below the input (static shape).
+    # Bin of each input: the number of interior knots at or below it, as a one-hot mask
+    # (static shapes; a product instead of a gather keeps the backward pass cheap).
     knots = y_knots if inverse else x_knots
-    index = (clamped.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1, keepdim=True)
-    table = torch.stack(
-        (x_knots[..., :-1], widths, y_knots[..., :-1], heights,
-         derivatives[..., :-1], derivatives[..., 1:]),
-        dim=-1,
-    )  # (…, K, 6)
-    selected = torch.gather(table, -2, index.unsqueeze(-1).expand(*index.shape, 6))
-    x_k, w_k, y_k, h_k, d_k, d_k1 = selected.squeeze(-2).unbind(-1)
+    index = (clamped.unsqueeze(0) >= knots[1:-1]).sum(0, keepdim=True)  # (1, N)
+    bins = torch.arange(num_bins, device=x.device).unsqueeze(1)
+    one_hot = (bins == index).to(x.dtype)  # (K, N)
+    table = torch.stack((x_knots[:-1], widths, y_knots[:-1], heights,
+                         derivatives[:-1], derivatives[1:]))  # (6, K, N)
+    x_k, w_k, y_k, h_k, d_k, d_k1 = (table * one_hot).sum(1).unbind(0)
     s_k = h_k / w_k
     curvature = d_k1 + d_k - 2.0 * s_k
 
@@ -108,7 +118,6 @@ def rational_quadratic_spline(
         spline = xi * w_k + x_k
     else:
         xi = (clamped - x_k) / w_k
-        spline = None
     xi_1m = xi * (1.0 - xi)
     denominator = s_k + curvature * xi_1m
     if not inverse:
@@ -117,9 +126,9 @@ def rational_quadratic_spline(
     log_derivative = torch.log(numerator) - 2.0 * torch.log(denominator)
     if inverse:
         log_derivative = -log_derivative
-    outputs = torch.where(inside, spline, inputs)
+    outputs = torch.where(inside, spline, x)
     logabsdet = torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
-    return outputs, logabsdet
+    return outputs.reshape(shape), logabsdet.reshape(shape)
 
 
 class SplineCoupling(PiecewiseRationalQuadraticCouplingTransform):

@@ -28,6 +28,11 @@ class TrainConfig:
     ``training_batch_size`` and ``learning_rate`` may be None: :meth:`resolved` then picks
     100 on the CPU and 1024 on CUDA, with the learning rate 1e-3 · √(batch / 100)
     (square-root scaling, which keeps Adam's update noise about constant).
+
+    ``manifold_candidates`` initialisations of the chart are each trained for
+    ``candidate_epochs`` (default: a fifth of the manifold phase) before the best one, by
+    validation reconstruction, is trained on (M/D schedules; see
+    :mod:`sbi_mflow.training.manifold`).
     """
 
     schedule: str = "auto"
@@ -42,6 +47,8 @@ class TrainConfig:
     validation_fraction: float = 0.25
     stop_after_epochs: int = 20
     compile: bool | str = "auto"
+    manifold_candidates: int = 3
+    candidate_epochs: int | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -63,6 +70,11 @@ class TrainConfig:
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction}.")
         if self.clip_max_norm is not None and not self.clip_max_norm > 0:
             raise ValueError(f"clip_max_norm must be > 0 or None, got {self.clip_max_norm}.")
+        if self.manifold_candidates < 1:
+            raise ValueError(
+                f"manifold_candidates must be >= 1, got {self.manifold_candidates}.")
+        if self.candidate_epochs is not None and self.candidate_epochs < 1:
+            raise ValueError(f"candidate_epochs must be >= 1, got {self.candidate_epochs}.")
         if self.compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {self.compile!r}.")
 
@@ -75,3 +87,13 @@ class TrainConfig:
             compile_step = device.type == "cuda"
         return replace(self, training_batch_size=batch, learning_rate=rate,
                        compile=bool(compile_step))
+
+    @property
+    def manifold_epochs(self) -> int:
+        """Epochs of the manifold phase (rounds of the alternating schedule): E / 2."""
+        return max(1, self.max_num_epochs // 2)
+
+    @property
+    def probe_epochs(self) -> int:
+        """Epochs each candidate initialisation is trained before one is chosen."""
+        return self.candidate_epochs or max(1, self.manifold_epochs // 5)

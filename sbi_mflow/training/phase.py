@@ -39,6 +39,7 @@ class EpochResult:
     train: dict[str, float]
     validation: dict[str, float]
     seconds: float
+    candidate: int | None = None
 
     @property
     def validation_loss(self) -> float:
@@ -68,6 +69,7 @@ class Phase:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     stopping: EarlyStopping
     compile: bool = False
+    candidate: int | None = None
     epochs_done: int = 0
     _terms: Callable | None = field(default=None, repr=False)
 
@@ -179,7 +181,7 @@ class Phase:
             self.scheduler.step()
         self.epochs_done += 1
         return EpochResult(self.name, self.epochs_done, train, validation,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, self.candidate)
 
 
 def _means(sums: dict[str, Tensor], count: int) -> dict[str, float]:

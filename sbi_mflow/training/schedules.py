@@ -26,6 +26,7 @@ from sbi.neural_nets.estimators import ConditionalDensityEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
+from sbi_mflow.builders import build_estimator
 from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.losses import (
     ChartNLL,
@@ -36,6 +37,7 @@ from sbi_mflow.losses import (
 )
 from sbi_mflow.training.config import TrainConfig
 from sbi_mflow.training.data import TrainingData
+from sbi_mflow.training.manifold import ManifoldCheck, check_manifold, select_candidate
 from sbi_mflow.training.phase import EpochResult, Phase
 from sbi_mflow.training.stopping import EarlyStopping
 
@@ -92,6 +94,10 @@ class Schedule:
     def best_validation_loss(self) -> float:
         return self.phases[-1].stopping.best_loss
 
+    def report(self) -> dict:
+        """What the training summary records beyond the per-epoch losses."""
+        return {}
+
     def _run_phase(self, phase: Phase, record: Recorder, progress: bool) -> None:
         with _progress(phase.epochs - phase.epochs_done, f"{phase.name} phase",
                        progress) as bar:
@@ -107,26 +113,87 @@ def _manifold_parameters(estimator: ManifoldFlowEstimator) -> list[nn.Parameter]
     return [*estimator.chart.parameters(), *estimator.encoder.parameters()]
 
 
-class Sequential(Schedule):
+class _ManifoldSchedule(Schedule):
+    """M/D schedules: a manifold phase chosen among candidate initialisations, checked for
+    a stall, and a density phase."""
+
+    def __init__(self, estimator: ManifoldFlowEstimator, data: TrainingData,
+                 config: TrainConfig, manifold_epochs: int) -> None:
+        super().__init__(estimator, data, config)
+        self.manifold_epochs = manifold_epochs
+        self.manifold: Phase | None = None  # chosen by _select_manifold on the first run
+        self.selection: dict | None = None
+        self.check: ManifoldCheck | None = None
+
+    def _manifold_phase(self, candidate: int) -> Phase:
+        phase = Phase.create(
+            "manifold", _manifold_parameters(self.estimator),
+            ReconstructionLoss(self.estimator.config.reconstruction_weight), self.data,
+            self.manifold_epochs, self.config, compile_step=self.config.compile)
+        phase.candidate = candidate if self.config.manifold_candidates > 1 else None
+        return phase
+
+    def _reinitialize_chart(self) -> None:
+        """Fresh initial weights (and permutations) for the chart body and the encoder."""
+        index = self.data.train_indices
+        fresh = build_estimator(self.estimator.config, self.data.theta[index].cpu(),
+                                self.data.x[index].cpu())
+        self.estimator.chart.body.load_state_dict(fresh.chart.body.state_dict())
+        self.estimator.encoder.load_state_dict(fresh.encoder.state_dict())
+
+    def _select_manifold(self, record: Recorder, progress: bool) -> None:
+        config = self.config
+        candidates = config.manifold_candidates
+        probe = min(config.probe_epochs, self.manifold_epochs)
+        counter = iter(range(candidates))
+        losses: list[float] = []
+        with _progress(candidates * probe, "manifold candidates", progress
+                       and candidates > 1) as bar:
+
+            def run_epochs(phase: Phase, epochs: int) -> list[EpochResult]:
+                results = []
+                for _ in range(epochs):
+                    result = phase.run_epoch(self.estimator, config)
+                    phase.stopping.update(result.validation_loss, self.estimator)
+                    record(result)
+                    _show(bar, result, phase.stopping)
+                    results.append(result)
+                if results:
+                    losses.append(min(r.validation_loss for r in results))
+                return results
+
+            self.manifold = select_candidate(
+                self.estimator, lambda: self._manifold_phase(next(counter)),
+                self._reinitialize_chart, candidates, probe if candidates > 1 else 0,
+                run_epochs)
+        self.selection = {"candidates": candidates, "probe_epochs": probe,
+                          "validation_reconstruction": losses,
+                          "chosen": self.manifold.candidate}
+
+    def _check(self) -> None:
+        self.check = check_manifold(self.estimator, self.data)
+
+    def report(self) -> dict:
+        return {"manifold_selection": self.selection,
+                "manifold_check": None if self.check is None else self.check.to_dict()}
+
+
+class Sequential(_ManifoldSchedule):
     """All manifold epochs, then all density epochs on cached encodings."""
 
     name = "sequential"
 
     def __init__(self, estimator: ManifoldFlowEstimator, data: TrainingData,
                  config: TrainConfig) -> None:
-        super().__init__(estimator, data, config)
-        epochs = max(1, config.max_num_epochs // 2)
-        self.manifold = Phase.create(
-            "manifold", _manifold_parameters(estimator),
-            ReconstructionLoss(estimator.config.reconstruction_weight), data, epochs, config,
-            compile_step=config.compile)
+        super().__init__(estimator, data, config, config.manifold_epochs)
         self.density = Phase.create(
             "density", list(estimator.inner.parameters()), LatentNLL(config.scandal_weight),
-            data, config.density_epochs or epochs, config, compile_step=config.compile)
+            data, config.density_epochs or config.manifold_epochs, config,
+            compile_step=config.compile)
 
     @property
     def phases(self) -> list[Phase]:
-        return [self.manifold, self.density]
+        return [p for p in (self.manifold, self.density) if p is not None]
 
     def encodings(self, batch_size: int = 4096) -> torch.Tensor:
         """u = e(x) of every training row with the current manifold (N, n)."""
@@ -136,31 +203,31 @@ class Sequential(Schedule):
                               for chunk in self.data.x.split(batch_size)])
 
     def run(self, record: Recorder, progress: bool) -> None:
+        if self.manifold is None:
+            self._select_manifold(record, progress)
         self._run_phase(self.manifold, record, progress)
+        self._check()
         self.density.data = self.data.with_inputs(self.encodings())
         self._run_phase(self.density, record, progress)
 
     def extend(self, config: TrainConfig) -> None:
         self.config = config
-        extra = max(1, config.max_num_epochs // 2)
-        self.manifold.extend(extra, config)
-        self.density.extend(config.density_epochs or extra, config)
+        self.manifold.extend(config.manifold_epochs, config)
+        self.density.extend(config.density_epochs or config.manifold_epochs, config)
 
 
-class Alternating(Schedule):
-    """Rounds of one manifold epoch and one density epoch."""
+class Alternating(_ManifoldSchedule):
+    """Rounds of one manifold epoch and one density epoch (after the candidate probes,
+    which train the manifold alone)."""
 
     name = "alternating"
 
     def __init__(self, estimator: ManifoldFlowEstimator, data: TrainingData,
                  config: TrainConfig) -> None:
-        super().__init__(estimator, data, config)
-        self.rounds = max(1, config.max_num_epochs // 2)
+        self.rounds = config.manifold_epochs
         self.rounds_done = 0
-        self.manifold = Phase.create(
-            "manifold", _manifold_parameters(estimator),
-            ReconstructionLoss(estimator.config.reconstruction_weight), data, self.rounds,
-            config, compile_step=config.compile)
+        probe = min(config.probe_epochs, self.rounds) if config.manifold_candidates > 1 else 0
+        super().__init__(estimator, data, config, self.rounds + probe)
         self.density = Phase.create(
             "density", list(estimator.inner.parameters()), ChartNLL(config.scandal_weight),
             data, self.rounds, config, compile_step=config.compile)
@@ -168,13 +235,15 @@ class Alternating(Schedule):
 
     @property
     def phases(self) -> list[Phase]:
-        return [self.manifold, self.density]
+        return [p for p in (self.manifold, self.density) if p is not None]
 
     @property
     def best_validation_loss(self) -> float:
         return self.stopping.best_loss
 
     def run(self, record: Recorder, progress: bool) -> None:
+        if self.manifold is None:
+            self._select_manifold(record, progress)
         with _progress(self.rounds - self.rounds_done, "alternating M/D", progress) as bar:
             while self.rounds_done < self.rounds and not self.stopping.stopped:
                 results = [phase.run_epoch(self.estimator, self.config)
@@ -190,10 +259,11 @@ class Alternating(Schedule):
                                 patience=f"{self.stopping.epochs_since_improvement}/"
                                          f"{self.stopping.patience}")
         self.stopping.restore(self.estimator)
+        self._check()
 
     def extend(self, config: TrainConfig) -> None:
         self.config = config
-        extra = max(1, config.max_num_epochs // 2)
+        extra = config.manifold_epochs
         self.rounds = self.rounds_done + extra
         for phase in self.phases:
             phase.extend(extra, config)
