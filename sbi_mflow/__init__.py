@@ -14,12 +14,6 @@ from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.io import load, save
 from sbi_mflow.posterior import ManifoldPosterior, manifold_posterior
 from sbi_mflow.potential import ChartPotential, ExactLikelihoodPotential, manifold_potential
-from sbi_mflow.simulation import (
-    SimulationResult,
-    SimulationWarning,
-    load_simulations,
-    simulate,
-)
 from sbi_mflow.tracking import NullTracker
 from sbi_mflow.trainer import ManifoldNLE, TrainingDivergedError
 
@@ -53,3 +47,14 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+#: Imported on first use (they need Zarr and Dask, which training and inference do not).
+_SIMULATION = ("SimulationResult", "SimulationWarning", "load_simulations", "simulate")
+
+
+def __getattr__(name: str):
+    if name in _SIMULATION:
+        from sbi_mflow import simulation
+
+        return getattr(simulation, name)
+    raise AttributeError(f"module 'sbi_mflow' has no attribute {name!r}")

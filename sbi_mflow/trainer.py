@@ -162,6 +162,8 @@ class ManifoldNLE(NLE):
         stop_after_epochs: int = 20,
         density_epochs: int | None = None,
         compile: bool | str = "auto",
+        manifold_candidates: int = 3,
+        candidate_epochs: int | None = None,
         resume_training: bool = False,
         retrain_from_scratch: bool = False,
         show_train_summary: bool = False,
@@ -190,6 +192,13 @@ class ManifoldNLE(NLE):
             compile: ``torch.compile`` the training step (True, False, or "auto": on CUDA
                 only, where it is captured as a CUDA graph); falls back to eager
                 execution with a warning where compilation fails.
+            manifold_candidates: M/D schedules train this many initialisations of the
+                chart for ``candidate_epochs`` each (default: a fifth of the manifold
+                phase) and continue with the best by validation reconstruction, so that a
+                stalled start does not decide the manifold. After the manifold phase the
+                held-out reconstruction is compared with a linear (PCA) chart and a
+                ``ManifoldStallWarning`` names the numbers when it is not clearly better
+                (``summary["manifold_check"]``).
             resume_training: continue the stored phases, optimisers, schedules and split
                 (``max_num_epochs`` then counts further epochs).
             retrain_from_scratch: rebuild the network first.
@@ -201,7 +210,8 @@ class ManifoldNLE(NLE):
             learning_rate=learning_rate, weight_decay=weight_decay,
             clip_max_norm=clip_max_norm, cosine_schedule=cosine_schedule,
             validation_fraction=validation_fraction, stop_after_epochs=stop_after_epochs,
-            compile=compile,
+            compile=compile, manifold_candidates=manifold_candidates,
+            candidate_epochs=candidate_epochs,
         ).resolved(torch.zeros(0, device=self._device).device)
         if not self._data_round_index:
             raise RuntimeError("No simulations found: call append_simulations() first.")

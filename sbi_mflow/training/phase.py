@@ -114,7 +114,10 @@ class Phase:
         sums: dict[str, Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=self.data.x.device)
         count = 0
+        graphs = self.compile and self.data.x.is_cuda
         for theta, x, score in self.data.train_batches(config.training_batch_size):
+            if graphs:  # a new training step: earlier CUDA-graph outputs may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             self.optimizer.zero_grad(set_to_none=True)
             terms = self._compute_terms(estimator, x, theta, score)
             loss = terms["total"].mean()
