@@ -16,6 +16,7 @@ from sbi_mflow.posterior import ManifoldPosterior, manifold_posterior
 from sbi_mflow.potential import ChartPotential, ExactLikelihoodPotential, manifold_potential
 from sbi_mflow.tracking import NullTracker
 from sbi_mflow.trainer import ManifoldNLE, TrainingDivergedError
+from sbi_mflow.training import ManifoldCheck, ManifoldStallWarning, TrainConfig
 
 __all__ = [
     "MODELS",
@@ -36,7 +37,10 @@ __all__ = [
     "ManifoldFlowBuilder",
     "ManifoldFlowConfig",
     "ManifoldFlowEstimator",
+    "ManifoldCheck",
     "ManifoldNLE",
+    "ManifoldStallWarning",
+    "TrainConfig",
     "TrainingDivergedError",
     "build_estimator",
     "load",

@@ -72,19 +72,33 @@ def plot_trace(inference_data, path: str | Path) -> Path:
 
 
 def plot_training(phases: Sequence[dict], path: str | Path) -> Path:
-    """Training and validation loss terms per epoch, one panel per phase."""
+    """Training and validation loss terms per epoch, one panel per phase.
+
+    Candidate initialisations of the manifold phase (entries with a ``candidate`` index)
+    are drawn as thin grey validation curves behind the chosen one.
+    """
     names = list(dict.fromkeys(entry["phase"] for entry in phases))
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.5),
                                 squeeze=False)
     for axis, name in zip(axes[0], names, strict=False):
         entries = [e for e in phases if e["phase"] == name]
+        candidates = list(dict.fromkeys(e.get("candidate") for e in entries))
+        chosen = max(candidates, key=lambda c: sum(e.get("candidate") == c for e in entries))
+        for candidate in candidates:
+            if candidate == chosen:
+                continue
+            probe = [e for e in entries if e.get("candidate") == candidate]
+            axis.plot([e["epoch"] for e in probe], [e["validation_total"] for e in probe],
+                      color="0.7", lw=0.8)
+        entries = [e for e in entries if e.get("candidate") == chosen]
         keys = sorted({k for e in entries for k in e
                        if k.startswith(("train_", "validation_")) and k[-5:] != "total"})
         for key in keys:
             values = [e.get(key, np.nan) for e in entries]
             style = "-" if key.startswith("train_") else "--"
-            axis.plot(range(1, len(values) + 1), values, style, label=key)
-        axis.set_title(f"{name} phase")
+            axis.plot([e["epoch"] for e in entries], values, style, label=key)
+        axis.set_title(f"{name} phase" + (f" ({len(candidates)} candidates, grey)"
+                                          if len(candidates) > 1 else ""))
         axis.set_xlabel("epoch")
         if name in ("manifold", "simultaneous"):
             axis.set_yscale("log")

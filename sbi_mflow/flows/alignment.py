@@ -59,14 +59,23 @@ def tangent_rotation(points: Tensor, manifold_dim: int, neighbours: int | None =
 
 
 class OrthogonalTransform(Transform):
-    """y = Q x for a fixed orthogonal Q (a buffer): log|det| = 0, inverse x = Qᵀ y."""
+    """y = Q x for a fixed (buffer) Q, orthogonal up to its storage precision.
+
+    The inverse solves Q x = y and the log-determinant is log|det Q| of the stored matrix
+    (≈ 0), so that forward and inverse are exact inverses of each other in any dtype, also
+    after Q was rounded to float32 and the model converted to float64.
+    """
 
     def __init__(self, matrix: Tensor) -> None:
         super().__init__()
         self.register_buffer("matrix", matrix)
 
+    def _logabsdet(self, inputs: Tensor) -> Tensor:
+        return torch.linalg.slogdet(self.matrix).logabsdet.expand(inputs.shape[0])
+
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return inputs @ self.matrix.T, inputs.new_zeros(inputs.shape[0])
+        return inputs @ self.matrix.T, self._logabsdet(inputs)
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return inputs @ self.matrix, inputs.new_zeros(inputs.shape[0])
+        outputs, _ = torch.linalg.solve_ex(self.matrix.T, inputs, left=False)
+        return outputs, -self._logabsdet(inputs)

@@ -2,6 +2,7 @@
 
 from sbi_mflow.training.config import SCHEDULES, TrainConfig
 from sbi_mflow.training.data import TrainingData
+from sbi_mflow.training.manifold import ManifoldCheck, ManifoldStallWarning, check_manifold
 from sbi_mflow.training.phase import EpochResult, Phase, TrainingDivergedError
 from sbi_mflow.training.schedules import (
     Alternating,
@@ -17,6 +18,8 @@ __all__ = [
     "Alternating",
     "EarlyStopping",
     "EpochResult",
+    "ManifoldCheck",
+    "ManifoldStallWarning",
     "Phase",
     "Schedule",
     "Sequential",
@@ -24,5 +27,6 @@ __all__ = [
     "TrainConfig",
     "TrainingData",
     "TrainingDivergedError",
+    "check_manifold",
     "make_schedule",
 ]

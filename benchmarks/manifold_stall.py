@@ -1,0 +1,103 @@
+"""Does the manifold phase stall? Held-out reconstruction over seeds, with and without the fixes.
+
+``PolynomialSurface``, 4000 simulations, library defaults, 20 manifold epochs (``max_num_epochs
+= 40``; the density phase is cut to one epoch since only the manifold is scored). For each
+seed: the held-out mean squared reconstruction error E‖x − g(e(x))‖² on 2000 fresh
+simulations (the issue's target: ≤ 0.02 on every seed), its median, the stall check of the
+trainer, and the wall time. Variants:
+
+* ``plain``: no tangent alignment, one initialisation (sbi-mflow 0.1's behaviour);
+* ``aligned``: tangent alignment, one initialisation;
+* ``default``: tangent alignment and 3 candidate initialisations (the library default).
+
+Writes ``benchmarks/results/manifold_stall.json``. Run:
+``python benchmarks/manifold_stall.py [--variants default] [--seeds 0 1 2 ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sbi_mflow  # noqa: E402
+from benchmarks._results import RESULTS, machine, write_result  # noqa: E402
+from sbi_mflow.tracking import NullTracker  # noqa: E402
+from simulators import PolynomialSurface  # noqa: E402
+
+VARIANTS = {
+    "plain": (dict(tangent_alignment=False), dict(manifold_candidates=1)),
+    "aligned": ({}, dict(manifold_candidates=1)),
+    "default": ({}, {}),
+}
+
+
+def run(variant: str, seed: int, simulations: int, epochs: int) -> dict:
+    build_options, train_options = VARIANTS[variant]
+    torch.manual_seed(seed)
+    simulator = PolynomialSurface()
+    theta = simulator.prior.sample((simulations,))
+    x = simulator(theta)
+    build = sbi_mflow.manifold_likelihood_nn("mflow", 2, **build_options)
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
+                                      show_progress_bars=False, tracker=NullTracker())
+    inference.append_simulations(theta, x)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sbi_mflow.ManifoldStallWarning)
+        estimator = inference.train(schedule="sequential", max_num_epochs=2 * epochs,
+                                    density_epochs=1, **train_options)
+    seconds = time.perf_counter() - started
+    torch.manual_seed(1000 + seed)
+    x_test = simulator(simulator.prior.sample((2000,)))
+    with torch.no_grad():
+        errors = (x_test - estimator.project(x_test)).pow(2).sum(-1)
+    return {
+        "variant": variant, "seed": seed,
+        "reconstruction_mse": float(errors.mean()),
+        "reconstruction_median": float(errors.median()),
+        "stall_warning": any(isinstance(w.message, sbi_mflow.ManifoldStallWarning)
+                             for w in caught),
+        "manifold_check": inference.summary["manifold_check"],
+        "selection": inference.summary["manifold_selection"],
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--simulations", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=20, help="manifold epochs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    path = RESULTS / "manifold_stall.json"
+    previous = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = [r for r in previous if (r["variant"], r["seed"]) not in
+            {(v, s) for v in args.variants for s in args.seeds}]
+    for variant in args.variants:
+        for seed in args.seeds:
+            row = run(variant, seed, args.simulations, args.epochs)
+            runs.append(row)
+            print(f"{variant:>8} seed {seed}: E‖x − x'‖² = {row['reconstruction_mse']:.4f} "
+                  f"(median {row['reconstruction_median']:.1e}), stall warning "
+                  f"{row['stall_warning']}, {row['seconds']:.0f} s", flush=True)
+    for variant in args.variants:
+        values = [r["reconstruction_mse"] for r in runs if r["variant"] == variant]
+        print(f"{variant:>8}: worst {max(values):.4f}, median {statistics.median(values):.4f}, "
+              f"seeds above 0.02: {sum(v > 0.02 for v in values)} of {len(values)}")
+    write_result("manifold_stall", {"settings": vars(args), "machine": machine(),
+                                    "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
