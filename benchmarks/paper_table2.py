@@ -34,6 +34,7 @@ The paper's published medians are printed beside ours.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -46,7 +47,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sbi_mflow  # noqa: E402
+from benchmarks._results import git_commit, machine  # noqa: E402
 from sbi_mflow import metrics  # noqa: E402
+from sbi_mflow.priors import prior_on_device  # noqa: E402
+from sbi_mflow.tracking import NullTracker  # noqa: E402
 from simulators import PolynomialSurface  # noqa: E402
 from simulators._posterior import grid_posterior  # noqa: E402
 
@@ -96,11 +100,13 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     _, model, schedule = ROWS[row]
     prior = PolynomialSurface().prior
     torch.manual_seed(seed)
+    device = args.device
     if model == "af":
         # Same number of coupling layers overall as the manifold models (outer + inner).
         build = likelihood_nn("nsf", num_transforms=args.outer_layers + args.inner_layers,
                               hidden_features=args.hidden_features, num_bins=args.bins)
-        inference = NLE(prior, density_estimator=build, show_progress_bars=False)
+        inference = NLE(prior_on_device(prior, device), density_estimator=build,
+                        show_progress_bars=False, device=device)
         return inference.append_simulations(data["theta"], data["x"]).train(
             max_num_epochs=args.epochs, training_batch_size=100, learning_rate=1e-3,
             stop_after_epochs=args.epochs,
@@ -108,10 +114,13 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     build = sbi_mflow.manifold_likelihood_nn(
         model, 2, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
         hidden_features=args.hidden_features, num_bins=args.bins, linear_layer=args.linear_layer,
+        tangent_alignment=not args.no_alignment,
     )
-    inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False)
+    inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False,
+                                      device=device, tracker=NullTracker())
     inference.append_simulations(data["theta"], data["x"])
-    options = dict(schedule=schedule, max_num_epochs=args.epochs, stop_after_epochs=args.epochs)
+    options = dict(schedule=schedule, max_num_epochs=args.epochs, stop_after_epochs=args.epochs,
+                   manifold_candidates=args.candidates, training_batch_size=args.batch)
     if schedule == "sequential":
         options["density_epochs"] = args.density_epochs
     return inference.train(**options)
@@ -129,11 +138,13 @@ def _model_posterior(estimator, x_obs: torch.Tensor, num: int, grid: int) -> tor
     """θ ~ π(θ) Πᵢ p̂(xᵢ|θ) on a ``grid``-cell grid of [-1, 1] (exact model log_prob)."""
     trials = x_obs.shape[0]
 
+    device = next(estimator.parameters()).device
+
     @torch.no_grad()
     def log_lik(theta: torch.Tensor) -> torch.Tensor:
-        theta = theta.float()
-        x = x_obs.float().unsqueeze(1).expand(trials, theta.shape[0], 3)
-        return estimator.log_prob(x, condition=theta).double().sum(0)
+        theta = theta.float().to(device)
+        x = x_obs.float().to(device).unsqueeze(1).expand(trials, theta.shape[0], 3)
+        return estimator.log_prob(x, condition=theta).double().sum(0).cpu()
 
     low, high = -torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
     return grid_posterior(log_lik, low, high, num, grid, chunk=50)
@@ -142,7 +153,7 @@ def _model_posterior(estimator, x_obs: torch.Tensor, num: int, grid: int) -> tor
 def evaluate(row: str, estimator, data: dict, args: argparse.Namespace) -> dict:
     """The four Table 2 metrics of one trained estimator."""
     simulator = PolynomialSurface()
-    estimator.eval()
+    estimator.eval().cpu()
     theta0 = simulator.default_theta.float()
     torch.manual_seed(2000)
     result = {}
@@ -182,14 +193,21 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
 
 def _budget(args: argparse.Namespace) -> dict:
     keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
-            "hidden_features", "bins", "linear_layer")
+            "hidden_features", "bins", "linear_layer", "no_alignment", "candidates", "batch")
     return {k: getattr(args, k) for k in keys}
 
 
+def _settings_key(args: argparse.Namespace) -> str:
+    """Everything that changes a result: budget, architecture, training and evaluation
+    settings, and the library version (a new version means new results)."""
+    settings = {**_budget(args), "generate": args.generate,
+                "posterior_samples": args.posterior_samples, "grid": args.grid,
+                "sbi_mflow": sbi_mflow.__version__}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _cache_file(args: argparse.Namespace, row: str, seed: int) -> Path:
-    tag = f"n{args.simulations}-e{args.epochs}"
-    if args.linear_layer != "permutation":
-        tag += f"-{args.linear_layer}"
+    tag = f"n{args.simulations}-e{args.epochs}-{_settings_key(args)}"
     return Path(args.cache) / tag / f"{row}-seed{seed}.json"
 
 
@@ -239,8 +257,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--linear-layer", choices=["permutation", "lu"], default="permutation",
                         help="linear layers between the couplings of the manifold models")
+    parser.add_argument("--no-alignment", action="store_true",
+                        help="no tangent alignment of the chart (sbi-mflow 0.1's behaviour)")
+    parser.add_argument("--candidates", type=int, default=3,
+                        help="candidate initialisations of the manifold phase")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--generate", type=int, default=10_000)
     parser.add_argument("--posterior-samples", type=int, default=5000)
     parser.add_argument("--grid", type=int, default=400)
@@ -263,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
                 if path.exists():
                     continue
                 result = run_one(row, seed, args)
+                result["settings"] = {**_budget(args), "sbi_mflow": sbi_mflow.__version__,
+                                      "commit": git_commit(), "machine": machine(args.device)}
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=1))
                 print(f"{row:12s} seed {seed}: " + ", ".join(
