@@ -1,6 +1,7 @@
 """ManifoldNLE: phases touch only their parameters, early stopping, SCANDAL, data handling."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -194,7 +195,10 @@ def test_alternating_schedule_and_sbi_nsf_with_scandal_train():
 def test_sequential_md_learns_the_polynomial_surface():
     simulator, theta, x, _ = _polynomial_data(4000)
     inference = _inference(outer_layers=5, inner_layers=3, hidden_features=32)
-    estimator = inference.append_simulations(theta, x).train(max_num_epochs=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sbi_mflow.ManifoldStallWarning)  # a good run is silent
+        estimator = inference.append_simulations(theta, x).train(max_num_epochs=40)
+    assert not inference.summary["manifold_check"]["stalled"]
     torch.manual_seed(123)
     theta_test = simulator.prior.sample((1000,))
     x_test = simulator(theta_test)
@@ -229,3 +233,16 @@ def test_scandal_improves_the_score_with_few_simulations():
     score_mse = {a: sum(r[1] for r in v) / 3 for a, v in results.items()}
     assert score_mse[0.2] < score_mse[0.0]
     assert nll[0.2] <= nll[0.0] + 0.02
+
+
+def test_progress_bar_counts_epochs_without_an_absurd_total(capsys):
+    """sbi's default budget (2³¹ − 1 epochs, i.e. "until early stopping") is not a total."""
+    from sbi_mflow.training.schedules import _progress
+
+    with _progress(2**31 - 1, "manifold phase", True) as bar:
+        assert bar.total is None
+        bar.update(3)
+    with _progress(25, "density phase", True) as bar:
+        assert bar.total == 25
+    shown = capsys.readouterr().err
+    assert "3epoch" in shown.replace(" ", "") and "1073741823" not in shown

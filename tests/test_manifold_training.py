@@ -1,0 +1,76 @@
+"""Getting the manifold right: tangent alignment, candidate selection, the stall check."""
+
+import warnings
+
+import pytest
+import torch
+
+import sbi_mflow
+from sbi_mflow.flows.alignment import OrthogonalTransform, tangent_rotation
+from sbi_mflow.tracking import NullTracker
+from simulators import PolynomialSurface
+
+
+def test_tangent_rotation_spans_the_plane_the_data_lie_on():
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64)).Q[:, :2]  # a plane in R⁵
+    points = torch.randn(600, 2, dtype=torch.float64) * torch.tensor([3.0, 0.5]) @ basis.T
+    rotation = tangent_rotation(points, manifold_dim=2)
+    torch.testing.assert_close(rotation @ rotation.T, torch.eye(5, dtype=torch.float64))
+    kept = rotation[:2].T
+    # exactly planar data: every local tangent space is the plane (up to float64 rounding)
+    torch.testing.assert_close(kept @ kept.T, basis @ basis.T, rtol=0, atol=1e-8)
+
+
+def test_orthogonal_transform_inverts_exactly_after_rounding_to_float32():
+    torch.manual_seed(1)
+    rotation = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64)).Q.float()
+    layer = OrthogonalTransform(rotation).double()  # float32-rounded Q used in float64
+    x = torch.randn(10, 4, dtype=torch.float64)
+    y, logdet = layer(x)
+    back, logdet_back = layer.inverse(y)
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(logdet + logdet_back, torch.zeros(10, dtype=torch.float64))
+    assert logdet.abs().max() < 1e-6  # |det Q| = 1 up to float32 rounding
+
+
+def _data(num: int, seed: int = 0):
+    torch.manual_seed(seed)
+    simulator = PolynomialSurface()
+    theta = simulator.prior.sample((num,))
+    return simulator, theta, simulator(theta)
+
+
+def test_a_crippled_manifold_phase_is_flagged_with_the_numbers():
+    simulator, theta, x = _data(1000)
+    build = sbi_mflow.manifold_likelihood_nn("mflow", 2, outer_layers=2, inner_layers=1,
+                                             hidden_features=16)
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
+                                      show_progress_bars=False, tracker=NullTracker())
+    inference.append_simulations(theta, x)
+    with pytest.warns(sbi_mflow.ManifoldStallWarning, match="best linear 2-dimensional chart"):
+        inference.train(max_num_epochs=2, manifold_candidates=1)  # one manifold epoch
+    check = inference.summary["manifold_check"]
+    assert check["stalled"] and check["ratio"] > 0.05
+    assert 0 < check["linear_baseline"] < 1  # standardised data: at most the variance
+
+
+def test_the_best_candidate_by_validation_reconstruction_is_kept():
+    simulator, theta, x = _data(600, seed=1)
+    build = sbi_mflow.manifold_likelihood_nn("mflow", 2, outer_layers=2, inner_layers=1,
+                                             hidden_features=16)
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
+                                      show_progress_bars=False, tracker=NullTracker())
+    inference.append_simulations(theta, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sbi_mflow.ManifoldStallWarning)  # tiny budget
+        inference.train(max_num_epochs=8, manifold_candidates=3, candidate_epochs=2)
+    selection = inference.summary["manifold_selection"]
+    losses = selection["validation_reconstruction"]
+    assert len(losses) == 3 and selection["chosen"] == min(range(3), key=losses.__getitem__)
+    entries = inference.summary["phases"]
+    probes = [e for e in entries if e["phase"] == "manifold" and e.get("candidate") is not None]
+    assert {e["candidate"] for e in probes} == {0, 1, 2}
+    # the winner continues: its epochs run on from the probe to the end of the phase
+    chosen = [e["epoch"] for e in probes if e["candidate"] == selection["chosen"]]
+    assert chosen == [1, 2, 3, 4]
