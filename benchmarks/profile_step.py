@@ -99,7 +99,11 @@ def profile_kind(estimator, kind, data, batch, args, device):
     indices = [torch.randint(0, source.shape[0], (batch,), generator=generator).to(device)
                for _ in range(args.warmup + args.steps + 2)]
 
+    graphs = args.compile and device.type == "cuda"
+
     def step(index):
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(source[index], theta[index])
         loss.backward()

@@ -26,12 +26,14 @@ step() {  # step NAME SECONDS COMMAND...
 { nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } \
   > "$OUT/logs/env.log" 2>&1
 head -n 20 "$OUT/logs/env.log"
-step gpu_tests "${T_TESTS:-200}" $PY -m pytest -m gpu -q -p no:cacheprovider -x tests
-step profile_eager "${T_PROFILE:-120}" $PY benchmarks/profile_step.py --device cuda \
+step gpu_tests "${T_TESTS:-150}" $PY -m pytest -m gpu -q -p no:cacheprovider -x tests \
+  -k "not demo_runs_on_cuda"
+step profile_cuda "${T_PROFILE:-90}" $PY benchmarks/profile_step.py --device cuda \
   --batches 128 1024 4096 --hidden 128 --threads 8
-step profile_compiled "${T_COMPILED:-240}" $PY benchmarks/profile_step.py --device cuda \
-  --batches 128 1024 4096 --hidden 128 --threads 8 --compile --kinds manifold density
-step gpu_check "${T_CHECK:-180}" $PY benchmarks/gpu_check.py --epochs 3 --batches 128 1024
-step demo "${T_DEMO:-240}" $PY -m sbi_mflow.cli demo --device cuda --out "$OUT/demo" --quiet
+step profile_cuda_compiled "${T_COMPILED:-200}" $PY benchmarks/profile_step.py --device cuda \
+  --batches 128 1024 --hidden 128 --threads 8 --compile --kinds manifold density
+step profile_cpu "${T_CPU:-90}" $PY benchmarks/profile_step.py --device cpu \
+  --batches 128 1024 --hidden 128 --threads "$(nproc)" --steps 10 --label allcores
+step demo "${T_DEMO:-200}" $PY -m sbi_mflow.cli demo --device cuda --out "$OUT/demo" --quiet
 tar czf "$OUT/results.tgz" benchmarks/results "$OUT/logs" "$OUT/demo" 2>/dev/null
 ls -la "$OUT"
