@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sbi_mflow.config import MODELS, ManifoldFlowConfig
 from sbi_mflow.estimator import ManifoldFlowEstimator, ManifoldFlowNet
-from sbi_mflow.flows.alignment import OrthogonalTransform, tangent_rotation
+from sbi_mflow.flows.alignment import HouseholderAlignment, tangent_frame
 from sbi_mflow.flows.chart import Chart, Standardization
 from sbi_mflow.flows.encoder import ChartEncoder, NetworkEncoder
 from sbi_mflow.flows.inner import InnerFlow
@@ -53,12 +53,11 @@ def _chart(config: ManifoldFlowConfig, batch_x: Tensor | None) -> Chart:
     standardize = Standardization.from_data(batch_x, config.data_dim)
     alignment = None
     if config.tangent_alignment:
-        rotation = torch.eye(config.data_dim)  # overwritten by a loaded state dict
+        frame = torch.eye(config.data_dim, config.manifold_dim)  # a loaded state overwrites it
         if batch_x is not None:
             with torch.no_grad():
-                rotation = tangent_rotation(standardize(batch_x.float())[0],
-                                            config.manifold_dim)
-        alignment = OrthogonalTransform(rotation)
+                frame = tangent_frame(standardize(batch_x.float())[0], config.manifold_dim)
+        alignment = HouseholderAlignment.from_frame(frame)
     return Chart(standardize, CompositeTransform(body), config.manifold_dim,
                  conditional=config.conditional_manifold, alignment=alignment)
 

@@ -10,8 +10,13 @@ normal space:
 
 * for each of up to ``max_points`` points, the top-n principal directions of its
   ``neighbours`` nearest neighbours estimate the tangent space T_i (local PCA);
-* P̄ = mean_i T_i T_iᵀ averages the tangent projectors; its eigenvectors, by decreasing
-  eigenvalue, are the rows of the rotation Q (d × d, orthogonal, log|det Q| = 0).
+* P̄ = mean_i T_i T_iᵀ averages the tangent projectors; its top-n eigenvectors form the
+  frame T (d × n);
+* the rotation is the product of n Householder reflections Q = H_1 ⋯ H_n with T = Q R
+  (QR decomposition): the first n coordinates of Qᵀ x are ±Tᵀ x. Reflections
+  H = I − 2 v vᵀ / vᵀv are orthogonal to working precision in any dtype, so forward and
+  inverse are exact inverses with log|det| = 0, and nothing but products and sums runs at
+  training time (CUDA-graph friendly).
 
 Global PCA is not enough: a curved manifold can have as much variance across its normal
 direction as along a tangent one (the paper's polynomial surface: the height has the
@@ -28,12 +33,13 @@ import torch
 from nflows.transforms import Transform
 from torch import Tensor
 
-__all__ = ["OrthogonalTransform", "tangent_rotation"]
+__all__ = ["HouseholderAlignment", "tangent_frame"]
 
 
-def tangent_rotation(points: Tensor, manifold_dim: int, neighbours: int | None = None,
-                     max_points: int = 2000, chunk: int = 512) -> Tensor:
-    """Orthogonal Q (d, d) whose first n rows span the average tangent space of ``points``.
+def tangent_frame(points: Tensor, manifold_dim: int, neighbours: int | None = None,
+                  max_points: int = 2000, chunk: int = 512) -> Tensor:
+    """Orthonormal frame T (d, n) of the average tangent space of ``points``, the most
+    tangent direction first.
 
     Args:
         points: standardised data (N, d).
@@ -45,7 +51,7 @@ def tangent_rotation(points: Tensor, manifold_dim: int, neighbours: int | None =
     num, dim = x.shape
     k = min(neighbours or max(20, 3 * manifold_dim), num - 1)
     if k <= manifold_dim:
-        return torch.eye(dim, dtype=points.dtype)
+        return torch.eye(dim, manifold_dim, dtype=points.dtype)
     projector = torch.zeros(dim, dim, dtype=torch.float64)
     for rows in torch.arange(num).split(chunk):
         nearest = torch.cdist(x[rows], x).topk(k + 1, largest=False).indices  # (c, k+1)
@@ -55,27 +61,42 @@ def tangent_rotation(points: Tensor, manifold_dim: int, neighbours: int | None =
         tangent = vh[:, :manifold_dim]  # (c, n, d)
         projector += torch.einsum("cnd,cne->de", tangent, tangent)
     _, vectors = torch.linalg.eigh(projector / num)
-    return vectors.flip(-1).T.contiguous().to(points.dtype)
+    return vectors.flip(-1)[:, :manifold_dim].contiguous().to(points.dtype)
 
 
-class OrthogonalTransform(Transform):
-    """y = Q x for a fixed (buffer) Q, orthogonal up to its storage precision.
+class HouseholderAlignment(Transform):
+    """y = Qᵀ x with Q = H_1 ⋯ H_k, H_i = I − 2 v_i v_iᵀ / v_iᵀ v_i (fixed vectors).
 
-    The inverse solves Q x = y and the log-determinant is log|det Q| of the stored matrix
-    (≈ 0), so that forward and inverse are exact inverses of each other in any dtype, also
-    after Q was rounded to float32 and the model converted to float64.
+    Args:
+        vectors: (k, d), the Householder vectors (buffers).
     """
 
-    def __init__(self, matrix: Tensor) -> None:
+    def __init__(self, vectors: Tensor) -> None:
         super().__init__()
-        self.register_buffer("matrix", matrix)
+        self.register_buffer("vectors", vectors)
 
-    def _logabsdet(self, inputs: Tensor) -> Tensor:
-        return torch.linalg.slogdet(self.matrix).logabsdet.expand(inputs.shape[0])
+    @classmethod
+    def from_frame(cls, frame: Tensor) -> HouseholderAlignment:
+        """The k = n reflections whose product Q has the columns of ``frame`` (d, n),
+        up to sign, as its first n columns (Householder QR of the frame)."""
+        reflectors, _ = torch.geqrf(frame.to(torch.float64))
+        dim, count = frame.shape
+        vectors = torch.zeros(count, dim, dtype=torch.float64)
+        for i in range(count):
+            vectors[i, i] = 1.0
+            vectors[i, i + 1 :] = reflectors[i + 1 :, i]
+        return cls(vectors.to(frame.dtype))
+
+    @staticmethod
+    def _reflect(inputs: Tensor, vector: Tensor) -> Tensor:
+        return inputs - (inputs @ vector).unsqueeze(-1) * (2.0 / vector.dot(vector) * vector)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return inputs @ self.matrix.T, self._logabsdet(inputs)
+        for vector in self.vectors:  # Qᵀ x = H_k ⋯ H_1 x
+            inputs = self._reflect(inputs, vector)
+        return inputs, inputs.new_zeros(inputs.shape[0])
 
     def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        outputs, _ = torch.linalg.solve_ex(self.matrix.T, inputs, left=False)
-        return outputs, -self._logabsdet(inputs)
+        for vector in self.vectors.flip(0):  # Q y = H_1 ⋯ H_k y
+            inputs = self._reflect(inputs, vector)
+        return inputs, inputs.new_zeros(inputs.shape[0])
