@@ -164,6 +164,7 @@ class ManifoldNLE(NLE):
         compile: bool | str = "auto",
         manifold_candidates: int = 3,
         candidate_epochs: int | None = None,
+        manifold_retries: int = 1,
         resume_training: bool = False,
         retrain_from_scratch: bool = False,
         show_train_summary: bool = False,
@@ -196,9 +197,11 @@ class ManifoldNLE(NLE):
                 chart for ``candidate_epochs`` each (default: a fifth of the manifold
                 phase) and continue with the best by validation reconstruction, so that a
                 stalled start does not decide the manifold. After the manifold phase the
-                held-out reconstruction is compared with a linear (PCA) chart and a
-                ``ManifoldStallWarning`` names the numbers when it is not clearly better
-                (``summary["manifold_check"]``).
+                held-out reconstruction is compared with a linear (PCA) chart
+                (``summary["manifold_check"]``); when it is not clearly better, the
+                manifold phase starts again from fresh weights, up to ``manifold_retries``
+                times, the better attempt is kept, and a ``ManifoldStallWarning`` names the
+                numbers if it still fails.
             resume_training: continue the stored phases, optimisers, schedules and split
                 (``max_num_epochs`` then counts further epochs).
             retrain_from_scratch: rebuild the network first.
@@ -211,7 +214,7 @@ class ManifoldNLE(NLE):
             clip_max_norm=clip_max_norm, cosine_schedule=cosine_schedule,
             validation_fraction=validation_fraction, stop_after_epochs=stop_after_epochs,
             compile=compile, manifold_candidates=manifold_candidates,
-            candidate_epochs=candidate_epochs,
+            candidate_epochs=candidate_epochs, manifold_retries=manifold_retries,
         ).resolved(torch.zeros(0, device=self._device).device)
         if not self._data_round_index:
             raise RuntimeError("No simulations found: call append_simulations() first.")

@@ -50,11 +50,14 @@ def test_a_crippled_manifold_phase_is_flagged_with_the_numbers():
     inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
                                       show_progress_bars=False, tracker=NullTracker())
     inference.append_simulations(theta, x)
-    with pytest.warns(sbi_mflow.ManifoldStallWarning, match="best linear 2-dimensional chart"):
+    with pytest.warns(sbi_mflow.ManifoldStallWarning, match="after 2 attempts from fresh"):
         inference.train(max_num_epochs=2, manifold_candidates=1)  # one manifold epoch
     check = inference.summary["manifold_check"]
     assert check["stalled"] and check["ratio"] > 0.05
     assert 0 < check["linear_baseline"] < 1  # standardised data: at most the variance
+    assert inference.summary["manifold_attempts"] == 2  # the retry ran and failed too
+    starts = [e for e in inference.summary["phases"] if e["phase"] == "manifold"]
+    assert [e["epoch"] for e in starts] == [1, 1]
 
 
 def test_the_best_candidate_by_validation_reconstruction_is_kept():
@@ -66,7 +69,8 @@ def test_the_best_candidate_by_validation_reconstruction_is_kept():
     inference.append_simulations(theta, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sbi_mflow.ManifoldStallWarning)  # tiny budget
-        inference.train(max_num_epochs=8, manifold_candidates=3, candidate_epochs=2)
+        inference.train(max_num_epochs=8, manifold_candidates=3, candidate_epochs=2,
+                        manifold_retries=0)
     selection = inference.summary["manifold_selection"]
     losses = selection["validation_reconstruction"]
     assert len(losses) == 3 and selection["chosen"] == min(range(3), key=losses.__getitem__)

@@ -161,7 +161,8 @@ def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatc
 def test_resume_training_continues_phases_and_optimisers():
     _, theta, x, _ = _polynomial_data(200)
     inference = _inference()
-    inference.append_simulations(theta, x).train(max_num_epochs=4, manifold_candidates=1)
+    inference.append_simulations(theta, x).train(max_num_epochs=4, manifold_candidates=1,
+                                                 manifold_retries=0)
     phases = inference._schedule.phases
     steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in phases]
     split = inference.train_indices.clone()
@@ -178,7 +179,7 @@ def test_alternating_schedule_and_sbi_nsf_with_scandal_train():
     inference = _inference()
     inference.append_simulations(theta, x, score=score)
     inference.train(schedule="alternating", max_num_epochs=4, scandal_weight=0.1,
-                    manifold_candidates=1)
+                    manifold_candidates=1, manifold_retries=0)
     names = [e["phase"] for e in inference.summary["phases"]]
     assert names == ["manifold", "density"] * 2
     assert "train_score_mse" in inference.summary["phases"][1]

@@ -31,7 +31,9 @@ class TrainConfig:
 
     ``manifold_candidates`` initialisations of the chart are each trained for
     ``candidate_epochs`` (default: a fifth of the manifold phase) before the best one, by
-    validation reconstruction, is trained on (M/D schedules; see
+    validation reconstruction, is trained on; when the trained manifold still fails the
+    stall check, the manifold phase starts again from fresh weights, up to
+    ``manifold_retries`` times, and the better attempt is kept (M/D schedules; see
     :mod:`sbi_mflow.training.manifold`).
     """
 
@@ -49,6 +51,7 @@ class TrainConfig:
     compile: bool | str = "auto"
     manifold_candidates: int = 3
     candidate_epochs: int | None = None
+    manifold_retries: int = 1
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -73,6 +76,8 @@ class TrainConfig:
         if self.manifold_candidates < 1:
             raise ValueError(
                 f"manifold_candidates must be >= 1, got {self.manifold_candidates}.")
+        if self.manifold_retries < 0:
+            raise ValueError(f"manifold_retries must be >= 0, got {self.manifold_retries}.")
         if self.candidate_epochs is not None and self.candidate_epochs < 1:
             raise ValueError(f"candidate_epochs must be >= 1, got {self.candidate_epochs}.")
         if self.compile not in (True, False, "auto"):

@@ -9,9 +9,10 @@ surface (docs/results.md):
   each and the one with the lowest validation reconstruction error is kept and trained on
   (its optimiser state included); a stalled start is visible within the first epochs;
 * :func:`check_manifold`: after the manifold phase, the held-out reconstruction error is
-  compared with that of the best n-dimensional *linear* chart (PCA) of the same data, and
-  a :class:`ManifoldStallWarning` names the numbers and the fixes when the learned chart is
-  not clearly better.
+  compared with that of the best n-dimensional *linear* chart (PCA) of the same data; the
+  schedules then start the manifold phase again from fresh weights (``manifold_retries``
+  times) and keep the better attempt, and a :class:`ManifoldStallWarning` names the numbers
+  and the fixes when the learned chart is still not clearly better.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sbi_mflow.training.phase import EpochResult, Phase
 from sbi_mflow.training.stopping import state_copy
 
 __all__ = ["ManifoldCheck", "ManifoldStallWarning", "check_manifold", "linear_baseline",
-           "select_candidate"]
+           "select_candidate", "warn_stall"]
 
 #: The learned chart counts as stalled when its held-out error exceeds this fraction of the
 #: linear (PCA) chart's: trained charts reach 0.2–1.4 %, stalled ones 30–90 % on the
@@ -98,19 +99,25 @@ def check_manifold(estimator: ManifoldFlowEstimator, data: TrainingData,
                   .pow(2).mean())
     baseline = linear_baseline(train, _standardized(estimator, val_x), estimator.manifold_dim)
     ratio = error / baseline if baseline > 0 else float("inf")
-    stalled = error > STALL_FLOOR and ratio > STALL_RATIO
-    check = ManifoldCheck(error, baseline, ratio, stalled)
-    if stalled and warn:
-        warnings.warn(
-            f"The learned manifold reconstructs held-out data with a mean squared error of "
-            f"{error:.3g} per standardised coordinate, {100 * ratio:.0f}% of what the best "
-            f"linear {estimator.manifold_dim}-dimensional chart leaves ({baseline:.3g}): the "
-            "manifold phase has probably stalled. Try more manifold epochs "
-            "(max_num_epochs), more candidate initialisations (manifold_candidates), more "
-            "simulations, or check that manifold_dim is not smaller than the data's.",
-            ManifoldStallWarning, stacklevel=4,
-        )
+    check = ManifoldCheck(error, baseline, ratio, error > STALL_FLOOR and ratio > STALL_RATIO)
+    if check.stalled and warn:
+        warn_stall(check, estimator.manifold_dim)
     return check
+
+
+def warn_stall(check: ManifoldCheck, manifold_dim: int, attempts: int = 1) -> None:
+    """The :class:`ManifoldStallWarning` of a failed check, with its numbers and the fixes."""
+    tried = f" after {attempts} attempts from fresh initial weights" if attempts > 1 else ""
+    warnings.warn(
+        f"The learned manifold reconstructs held-out data with a mean squared error of "
+        f"{check.reconstruction:.3g} per standardised coordinate, {100 * check.ratio:.0f}% "
+        f"of what the best linear {manifold_dim}-dimensional chart leaves "
+        f"({check.linear_baseline:.3g}){tried}: the manifold phase has probably stalled. Try "
+        "more manifold epochs (max_num_epochs), more candidate initialisations "
+        "(manifold_candidates, manifold_retries), more simulations, more outer layers, or "
+        "check that manifold_dim is not smaller than the data's.",
+        ManifoldStallWarning, stacklevel=5,
+    )
 
 
 def select_candidate(

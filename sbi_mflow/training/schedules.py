@@ -37,9 +37,14 @@ from sbi_mflow.losses import (
 )
 from sbi_mflow.training.config import TrainConfig
 from sbi_mflow.training.data import TrainingData
-from sbi_mflow.training.manifold import ManifoldCheck, check_manifold, select_candidate
+from sbi_mflow.training.manifold import (
+    ManifoldCheck,
+    check_manifold,
+    select_candidate,
+    warn_stall,
+)
 from sbi_mflow.training.phase import EpochResult, Phase
-from sbi_mflow.training.stopping import EarlyStopping
+from sbi_mflow.training.stopping import EarlyStopping, state_copy
 
 __all__ = ["Alternating", "Schedule", "Sequential", "Simultaneous", "make_schedule"]
 
@@ -133,13 +138,44 @@ class _ManifoldSchedule(Schedule):
         phase.candidate = candidate if self.config.manifold_candidates > 1 else None
         return phase
 
-    def _reinitialize_chart(self) -> None:
-        """Fresh initial weights (and permutations) for the chart body and the encoder."""
+    def _reinitialize(self, inner: bool = False) -> None:
+        """Fresh initial weights (and permutations) for the chart body and the encoder, and
+        for the inner flow if asked."""
         index = self.data.train_indices
         fresh = build_estimator(self.estimator.config, self.data.theta[index].cpu(),
                                 self.data.x[index].cpu())
         self.estimator.chart.body.load_state_dict(fresh.chart.body.state_dict())
         self.estimator.encoder.load_state_dict(fresh.encoder.state_dict())
+        if inner:
+            self.estimator.inner.load_state_dict(fresh.inner.state_dict())
+
+    def _with_retries(self, run_once: Callable[[], None], reset_inner: bool) -> None:
+        """Run the manifold part; after a detected stall start again from fresh weights, up
+        to ``manifold_retries`` times, and keep the attempt that reconstructs held-out data
+        best (see :mod:`sbi_mflow.training.manifold`)."""
+        attempts = []
+        for attempt in range(1 + self.config.manifold_retries):
+            if attempt > 0:
+                self._reinitialize(inner=reset_inner)
+                self.manifold = None
+            run_once()
+            check = check_manifold(self.estimator, self.data, warn=False)
+            attempts.append((check.reconstruction, state_copy(self.estimator),
+                             self._attempt_state(), check))
+            if not check.stalled:
+                break
+        _, weights, phases, self.check = min(attempts, key=lambda a: a[0])
+        self.estimator.load_state_dict(weights)
+        self._restore_attempt_state(phases)
+        self.attempts = len(attempts)
+        if self.check.stalled:
+            warn_stall(self.check, self.estimator.manifold_dim, self.attempts)
+
+    def _attempt_state(self) -> dict:
+        return {"manifold": self.manifold, "selection": self.selection}
+
+    def _restore_attempt_state(self, state: dict) -> None:
+        self.manifold, self.selection = state["manifold"], state["selection"]
 
     def _select_manifold(self, record: Recorder, progress: bool) -> None:
         config = self.config
@@ -164,17 +200,14 @@ class _ManifoldSchedule(Schedule):
 
             self.manifold = select_candidate(
                 self.estimator, lambda: self._manifold_phase(next(counter)),
-                self._reinitialize_chart, candidates, probe if candidates > 1 else 0,
+                self._reinitialize, candidates, probe if candidates > 1 else 0,
                 run_epochs)
         self.selection = {"candidates": candidates, "probe_epochs": probe,
                           "validation_reconstruction": losses,
                           "chosen": self.manifold.candidate}
 
-    def _check(self) -> None:
-        self.check = check_manifold(self.estimator, self.data)
-
     def report(self) -> dict:
-        return {"manifold_selection": self.selection,
+        return {"manifold_selection": self.selection, "manifold_attempts": self.attempts,
                 "manifold_check": None if self.check is None else self.check.to_dict()}
 
 
@@ -203,10 +236,16 @@ class Sequential(_ManifoldSchedule):
                               for chunk in self.data.x.split(batch_size)])
 
     def run(self, record: Recorder, progress: bool) -> None:
+        def manifold_phase() -> None:
+            if self.manifold is None:
+                self._select_manifold(record, progress)
+            self._run_phase(self.manifold, record, progress)
+
         if self.manifold is None:
-            self._select_manifold(record, progress)
-        self._run_phase(self.manifold, record, progress)
-        self._check()
+            self._with_retries(manifold_phase, reset_inner=False)
+        else:  # resumed: continue the chosen manifold
+            manifold_phase()
+            self.check = check_manifold(self.estimator, self.data)
         self.density.data = self.data.with_inputs(self.encodings())
         self._run_phase(self.density, record, progress)
 
@@ -242,8 +281,37 @@ class Alternating(_ManifoldSchedule):
         return self.stopping.best_loss
 
     def run(self, record: Recorder, progress: bool) -> None:
+        def rounds() -> None:
+            if self.manifold is None:
+                self._select_manifold(record, progress)
+            self._run_rounds(record, progress)
+
         if self.manifold is None:
-            self._select_manifold(record, progress)
+            self._with_retries(rounds, reset_inner=True)
+        else:  # resumed
+            rounds()
+            self.check = check_manifold(self.estimator, self.data)
+
+    def _attempt_state(self) -> dict:
+        return {**super()._attempt_state(), "density": self.density,
+                "stopping": self.stopping, "rounds_done": self.rounds_done}
+
+    def _restore_attempt_state(self, state: dict) -> None:
+        super()._restore_attempt_state(state)
+        self.density, self.stopping = state["density"], state["stopping"]
+        self.rounds_done = state["rounds_done"]
+
+    def _reinitialize(self, inner: bool = False) -> None:
+        super()._reinitialize(inner)
+        if inner:  # a fresh density phase and round counter for the new attempt
+            self.density = Phase.create(
+                "density", list(self.estimator.inner.parameters()),
+                ChartNLL(self.config.scandal_weight), self.data, self.rounds, self.config,
+                compile_step=self.config.compile)
+            self.stopping = EarlyStopping(self.config.stop_after_epochs)
+            self.rounds_done = 0
+
+    def _run_rounds(self, record: Recorder, progress: bool) -> None:
         with _progress(self.rounds - self.rounds_done, "alternating M/D", progress) as bar:
             while self.rounds_done < self.rounds and not self.stopping.stopped:
                 results = [phase.run_epoch(self.estimator, self.config)
@@ -259,7 +327,6 @@ class Alternating(_ManifoldSchedule):
                                 patience=f"{self.stopping.epochs_since_improvement}/"
                                          f"{self.stopping.patience}")
         self.stopping.restore(self.estimator)
-        self._check()
 
     def extend(self, config: TrainConfig) -> None:
         self.config = config
