@@ -10,7 +10,7 @@ trainer's stall check, and the wall time. Variants:
 * ``plain``: no tangent alignment, one initialisation, no restart (sbi-mflow 0.1's
   behaviour);
 * ``aligned``: tangent alignment, one initialisation, no restart;
-* ``default``: tangent alignment, 3 candidate initialisations and one restart from fresh
+* ``default``: tangent alignment, 3 candidate initialisations and up to two restarts from fresh
   weights when the stall check fails (the library defaults).
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:

@@ -164,7 +164,7 @@ class ManifoldNLE(NLE):
         compile: bool | str = "auto",
         manifold_candidates: int = 3,
         candidate_epochs: int | None = None,
-        manifold_retries: int = 1,
+        manifold_retries: int = 2,
         resume_training: bool = False,
         retrain_from_scratch: bool = False,
         show_train_summary: bool = False,

@@ -51,7 +51,7 @@ class TrainConfig:
     compile: bool | str = "auto"
     manifold_candidates: int = 3
     candidate_epochs: int | None = None
-    manifold_retries: int = 1
+    manifold_retries: int = 2
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
