@@ -274,3 +274,22 @@ def test_sir_starts_put_chains_in_both_modes_in_proportion():
         torch.manual_seed(seed)
         starts = posterior.theta_transform.inv(posterior.initial_points(20, 20000))
         assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
+
+
+def test_an_error_in_the_potential_stops_all_independent_chains_and_is_raised():
+    """The lockstep runner unwinds every chain's thread and re-raises the error."""
+    import threading
+
+    calls = []
+
+    def energy(z):
+        calls.append(z.shape[0])
+        if len(calls) == 30:
+            raise FloatingPointError("the potential failed")
+        return 0.5 * z.pow(2).sum(-1)
+
+    before = threading.active_count()
+    with pytest.raises(FloatingPointError, match="the potential failed"):
+        run_chains(energy, torch.zeros(3, 2, dtype=torch.float64), num_draws=50,
+                   warmup_steps=50, chain_mode="independent")
+    assert threading.active_count() == before and len(calls) == 30
