@@ -266,6 +266,10 @@ def sampler_comparison(simulator, args) -> dict:
 def markdown(result: dict) -> str:
     """docs/results.md tables from one JSON result."""
     b, host = result["sampling"], result["machine"]
+    for row in (b["ours"], b["sbi"], *b["chain_modes"]):  # files written before CPU times
+        row.setdefault("cpu_seconds", math.nan)
+        row.setdefault("ess_per_cpu_s", math.nan)
+    b.setdefault("ess_per_cpu_s_ratio", math.nan)
     lines = [
         f"`{result['simulator']}`, commit `{result['commit'][:10]}`, {host['cpu']} "
         f"({host['cores']} cores), load {host['load_average_1_5_15_min'][0]:.1f} at the start:",
