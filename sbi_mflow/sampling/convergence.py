@@ -4,7 +4,8 @@
 ``DataTree``) and warns (``ConvergenceWarning``) on
 
 * rank-normalised split R̂ (Vehtari et al. 2021) above ``max_rhat`` (1.01);
-* bulk ESS below ``min_ess_per_chain`` (100) × num_chains;
+* bulk ESS below ``min_ess`` (400 over all chains: the level at which R̂ and Monte-Carlo
+  errors are reliable, Vehtari et al. 2021; 100 per chain for their 4 chains);
 * divergent transitions (each chain's counted once);
 * chains that disagree on where the posterior mass is (``ModeDisagreementWarning``): for
   some θ component the variance of the chain means exceeds ``max_between_within`` (1) ×
@@ -72,14 +73,16 @@ def between_within_ratio(draws: np.ndarray) -> np.ndarray:
 def check_convergence(
     idata,
     max_rhat: float = 1.01,
-    min_ess_per_chain: float = 100.0,
+    min_ess: float = 400.0,
     max_between_within: float = 1.0,
     warn: bool = True,
+    min_ess_per_chain: float | None = None,
 ) -> ConvergenceSummary:
     """R̂, bulk ESS, divergences and mode agreement of ``idata.posterior["theta"]``.
 
     R̂ and the mode check need at least two chains; with fewer than 4 draws per chain
-    neither R̂ nor ESS can be estimated, which is said instead.
+    neither R̂ nor ESS can be estimated, which is said instead. ``min_ess_per_chain``, if
+    given, replaces ``min_ess`` by that many per chain.
     """
     import arviz as az
 
@@ -131,11 +134,12 @@ def check_convergence(
             ConvergenceWarning,
             stacklevel=2,
         )
-    min_ess = min_ess_per_chain * num_chains
+    if min_ess_per_chain is not None:
+        min_ess = min_ess_per_chain * num_chains
     if num_draws >= 4 and not ess >= min_ess:
         warnings.warn(
-            f"Bulk ESS = {ess:.0f} < {min_ess:.0f} ({min_ess_per_chain:.0f} per chain): "
-            "posterior summaries are noisy; draw more samples.",
+            f"Bulk ESS = {ess:.0f} < {min_ess:.0f}: posterior summaries are noisy; draw "
+            "more samples.",
             ConvergenceWarning,
             stacklevel=2,
         )
