@@ -274,6 +274,11 @@ def test_sir_starts_put_chains_in_both_modes_in_proportion():
         torch.manual_seed(seed)
         starts = posterior.theta_transform.inv(posterior.initial_points(20, 20000))
         assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
+    # too few candidates for the target ESS: more are drawn (1000, 2000, 4000, …)
+    starts = posterior.theta_transform.inv(posterior.initial_points(20, 1000, target_ess=300))
+    summary = posterior.init_summary
+    assert summary["init_ess"] >= 300 and summary["init_candidates"] in (8000, 16000, 32000)
+    assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
 
 
 def test_an_error_in_the_potential_stops_all_independent_chains_and_is_raised():

@@ -17,7 +17,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["principal_axis_order", "systematic_resample"]
+__all__ = ["importance_ess", "principal_axis_order", "systematic_resample"]
+
+
+def importance_ess(log_weights: Tensor) -> float:
+    """Kish's effective sample size (Σ w)² / Σ w² of unnormalised ``log_weights``.
+
+    It sets the precision of the importance estimate of a mode's mass a: its standard
+    error is about √(a (1 − a) / ESS), 0.016 for ESS = 1000 and a = ½.
+    """
+    log_weights = log_weights.detach().to(torch.float64)
+    log_weights = log_weights[torch.isfinite(log_weights)]
+    if log_weights.numel() == 0:
+        return 0.0
+    return float(torch.exp(2 * torch.logsumexp(log_weights, 0)
+                           - torch.logsumexp(2 * log_weights, 0)))
 
 
 def principal_axis_order(points: Tensor, weights: Tensor) -> Tensor:

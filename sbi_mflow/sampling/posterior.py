@@ -41,7 +41,7 @@ from sbi_mflow.sampling.arviz_data import default_param_names, to_inference_data
 from sbi_mflow.sampling.chains import ChainResult, run_chains
 from sbi_mflow.sampling.config import NUTSConfig
 from sbi_mflow.sampling.convergence import check_convergence
-from sbi_mflow.sampling.init import systematic_resample
+from sbi_mflow.sampling.init import importance_ess, systematic_resample
 from sbi_mflow.sampling.manifold_check import check_on_manifold
 from sbi_mflow.sampling.potential import (
     ManifoldPotential,
@@ -58,6 +58,8 @@ __all__ = [
 
 #: Rows (θ's × trials) per potential call when screening SIR candidates.
 _SCREENING_ROWS = 2**16
+#: Most rows (candidates × trials) screened for SIR starts while seeking init_target_ess.
+_SCREENING_BUDGET = 2**22
 
 
 def resolve_sampling_device(
@@ -168,6 +170,7 @@ class ManifoldPosterior(NeuralPosterior):
         self.check_convergence = check_convergence
         self.inference_data = None
         self.chain_result: ChainResult | None = None
+        self.init_summary: dict[str, float] = {}
         self._checked_x: Tensor | None = None
         self._purpose = (
             f"Sampled with Pyro {self.config.method.upper()} on the "
@@ -240,22 +243,38 @@ class ManifoldPosterior(NeuralPosterior):
                 for part in theta.split(chunk)
             ])
 
-    def initial_points(self, num_chains: int, num_candidates: int) -> Tensor:
+    def initial_points(
+        self, num_chains: int, num_candidates: int, target_ess: float = 0.0
+    ) -> Tensor:
         """Chain starts (num_chains, p) in the unconstrained space (float64).
 
-        ``num_candidates`` prior draws weighted by their likelihood (importance weights for
-        the prior as proposal), resampled by sorted systematic resampling
-        (:mod:`sbi_mflow.sampling.init`), so that modes get chains in proportion to their
-        importance mass, ±1.
+        Prior draws weighted by their likelihood (importance weights for the prior as
+        proposal): ``num_candidates`` of them, then twice as many again and so on while
+        their effective sample size is below ``target_ess`` and fewer than 2^22
+        candidates × trials have been evaluated. Resampled by sorted systematic
+        resampling (:mod:`sbi_mflow.sampling.init`), so that modes get chains in
+        proportion to their importance mass, ±1. The number of candidates and their ESS
+        are kept in ``self.init_summary``.
         """
-        candidates = self.prior.sample((num_candidates,))
+        limit = max(num_candidates, _SCREENING_BUDGET // self.potential_fn.num_trials)
+        candidates, log_weights, batch = [], [], num_candidates
+        while True:
+            draws = self.prior.sample((batch,))
+            candidates.append(draws)
+            log_weights.append(self._log_weights(draws) - self.prior.log_prob(draws))
+            total = sum(len(c) for c in candidates)
+            ess = importance_ess(torch.cat(log_weights))
+            if ess >= target_ess or total >= limit:
+                break
+            batch = min(total, limit - total)
+        candidates, log_weights = torch.cat(candidates), torch.cat(log_weights)
+        self.init_summary = {"init_candidates": int(total), "init_ess": ess}
         z = self.theta_transform(candidates).to(torch.float64)
-        log_weights = self._log_weights(candidates) - self.prior.log_prob(candidates)
         log_weights[~torch.isfinite(z).all(-1)] = -math.inf  # on the support's boundary
         if not bool(torch.isfinite(log_weights).any()):
             raise RuntimeError(
-                f"The potential is -inf or NaN at all {num_candidates} prior draws: the "
-                "likelihood of x_o is zero everywhere; check x_o and the estimator."
+                f"The potential is -inf or NaN at all {total} prior draws: the likelihood "
+                "of x_o is zero everywhere; check x_o and the estimator."
             )
         index = systematic_resample(log_weights, num_chains, points=candidates).to(z.device)
         return z[index].detach()
@@ -285,7 +304,8 @@ class ManifoldPosterior(NeuralPosterior):
             import pyro
 
             pyro.set_rng_seed(seed)
-        inits = self.initial_points(settings.num_chains, settings.num_init_candidates)
+        inits = self.initial_points(settings.num_chains, settings.num_init_candidates,
+                                    settings.init_target_ess)
         result = run_chains(
             self.energy, inits, num_draws=math.ceil(num_samples / settings.num_chains),
             config=settings,
@@ -305,6 +325,7 @@ class ManifoldPosterior(NeuralPosterior):
                 "sampling_device": str(self.sampling_device),
                 "warmup_steps": int(settings.warmup_steps),
                 "sampling_time_s": float(result.wall_time),
+                **self.init_summary,
             },
         )
         if self.check_convergence:
