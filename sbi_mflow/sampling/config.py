@@ -49,8 +49,9 @@ class NUTSConfig:
             matrix; needed for ``full_mass``), see :data:`CHAIN_MODES`.
         num_init_candidates: prior draws screened by the potential for SIR starts (at
             least; see ``init_target_ess``).
-        init_target_ess: more prior draws are screened (doubling, up to 2^22 potential rows
-            = candidates × trials) until the importance weights' effective sample size
+        init_target_ess: more prior draws are screened (doubling, up to 100 ×
+            ``num_init_candidates`` and 2^22 potential rows = candidates × trials) until the
+            importance weights' effective sample size
             reaches this: the mode shares of the starts then err by about
             √(a(1−a)/ESS) (0.016 at 1000 for two equal modes) beyond the ±1 chain of
             systematic resampling. 0 screens exactly ``num_init_candidates``.

@@ -249,14 +249,15 @@ class ManifoldPosterior(NeuralPosterior):
         """Chain starts (num_chains, p) in the unconstrained space (float64).
 
         Prior draws weighted by their likelihood (importance weights for the prior as
-        proposal): ``num_candidates`` of them, then twice as many again and so on while
-        their effective sample size is below ``target_ess`` and fewer than 2^22
-        candidates × trials have been evaluated. Resampled by sorted systematic
+        proposal): ``num_candidates`` of them, then as many again, doubling, while their
+        effective sample size is below ``target_ess``, up to 100 × ``num_candidates``
+        candidates and 2^22 candidates × trials. Resampled by sorted systematic
         resampling (:mod:`sbi_mflow.sampling.init`), so that modes get chains in
         proportion to their importance mass, ±1. The number of candidates and their ESS
         are kept in ``self.init_summary``.
         """
-        limit = max(num_candidates, _SCREENING_BUDGET // self.potential_fn.num_trials)
+        budget = _SCREENING_BUDGET // self.potential_fn.num_trials
+        limit = max(num_candidates, min(100 * num_candidates, budget))
         candidates, log_weights, batch = [], [], num_candidates
         while True:
             draws = self.prior.sample((batch,))
