@@ -286,13 +286,13 @@ def markdown(result: dict) -> str:
             f"{row['rhat']:.3f} | {row['c2st']:.3f} |")
     lines += ["", f"ESS/s ratio ours / sbi: **{b['ess_per_s_ratio']:.1f}×** wall time, "
               f"**{b['ess_per_cpu_s_ratio']:.1f}×** CPU time (target ≥ 10×).", "",
-              "| chain mode | chains | draws per chain | wall s | CPU s | bulk ESS | ESS/CPU-s | "
-              "R-hat | steps/draw |", "|---|---|---|---|---|---|---|---|---|"]
+              "| chain mode | chains | draws per chain | wall s | CPU s | bulk ESS | ESS/wall-s "
+              "| ESS/CPU-s | R-hat | steps/draw |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in b["chain_modes"]:
         lines.append(
             f"| {row['chain_mode']} | {row['num_chains']} | {row['draws_per_chain']} | "
             f"{row['seconds']:.1f} | {row['cpu_seconds']:.1f} | {row['bulk_ess']:.0f} | "
-            f"{row['ess_per_cpu_s']:.2f} | {row['rhat']:.3f} | "
+            f"{row['ess_per_s']:.2f} | {row['ess_per_cpu_s']:.2f} | {row['rhat']:.3f} | "
             f"{row['leapfrog_steps_per_draw']:.1f} |")
     return "\n".join(lines)
 
