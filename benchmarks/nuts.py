@@ -221,8 +221,9 @@ def sample_sbi(inference, x_o, num_samples: int, args) -> tuple[dict, torch.Tens
     return row, samples.float()
 
 
-def sampler_comparison(simulator, args) -> dict:
-    """(b) ESS/s, (c) C2ST, (d) chain modes on trained models."""
+def sampler_comparison(simulator, args, save=lambda partial: None) -> dict:
+    """(b) ESS/s, (c) C2ST, (d) chain modes on trained models; ``save(partial)`` after
+    each measurement, so a long run keeps what it has measured."""
     from sbi.utils.metrics import c2st
 
     _rule(f"(b)-(d) on {type(simulator).__name__} (d={simulator.data_dim}, "
@@ -248,19 +249,22 @@ def sampler_comparison(simulator, args) -> dict:
           f"C2ST ({count} draws) ours {ours['c2st']:.3f}, sbi {theirs['c2st']:.3f}", flush=True)
 
     modes = []
+    partial = {"training_seconds": train_seconds, "ours": ours, "sbi": theirs,
+               "ess_per_s_ratio": ratio, "ess_per_cpu_s_ratio": cpu_ratio, "c2st_draws": count,
+               "chain_modes": modes}
+    save(partial)
     for chain_mode in ("product", "independent"):
         for num_chains in args.mode_chains:
             row, _ = sample_ours(mflow, prior, x_o, x[:1000], args.mode_samples, args.seed,
                                  chain_mode=chain_mode, num_chains=num_chains)
             modes.append(row)
+            save(partial)
             print(f"{chain_mode:11s} {num_chains:3d} chains: {row['seconds']:7.1f} s "
                   f"({row['cpu_seconds']:.1f} s CPU), ESS {row['bulk_ess']:6.0f}, ESS/CPU-s "
                   f"{row['ess_per_cpu_s']:7.2f}, R-hat "
                   f"{row['rhat']:.3f}, {row['leapfrog_steps_per_draw']:.1f} steps/draw",
                   flush=True)
-    return {"training_seconds": train_seconds, "ours": ours, "sbi": theirs,
-            "ess_per_s_ratio": ratio, "ess_per_cpu_s_ratio": cpu_ratio, "c2st_draws": count,
-            "chain_modes": modes}
+    return partial
 
 
 def markdown(result: dict) -> str:
@@ -335,15 +339,22 @@ def main(argv: list[str] | None = None) -> None:
                            for k, v in vars(args).items()}}
     print(f"torch {torch.__version__}, {args.threads} thread(s); {result['machine']}")
     start = time.perf_counter()
-    if args.part in ("all", "a"):
-        result["potential_cost"] = potential_cost(args)
-    if args.part in ("all", "bcd"):
-        result["sampling"] = sampler_comparison(simulator, args)
-    result["total_seconds"] = time.perf_counter() - start
-    result["load_average_at_end"] = list(os.getloadavg())
     output = args.output or RESULTS / f"nuts_{args.simulator}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+
+    def save(sampling: dict | None = None) -> None:
+        if sampling is not None:
+            result["sampling"] = sampling
+        result["total_seconds"] = time.perf_counter() - start
+        result["load_average_at_end"] = list(os.getloadavg())
+        output.write_text(json.dumps(result, indent=2) + "\n")
+
+    if args.part in ("all", "a"):
+        result["potential_cost"] = potential_cost(args)
+        save()
+    if args.part in ("all", "bcd"):
+        sampler_comparison(simulator, args, save)
+    save()
     if "sampling" in result:
         print("\n" + markdown(result))
     print(f"\ntotal {result['total_seconds']:.0f} s; wrote {output}")
