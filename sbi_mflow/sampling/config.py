@@ -45,7 +45,7 @@ class NUTSConfig:
         full_mass: dense instead of diagonal mass matrix (independent chains only: a dense
             matrix over the product space would couple the chains).
         chain_mode: "product" (default) or "independent", see :data:`CHAIN_MODES`. Measured
-            (docs/results.md): product chains gave 1.5–2× more ESS per second on the 1-D
+            (docs/results.md): product chains gave 2–2.5× more ESS per second on the 1-D
             PolynomialSurface posterior (Pyro's NUTS mixes poorly on a single 1-D chain),
             independent chains 1.5–2× more on the 3-D ParticleDecay posterior; independent
             chains adapt their own step size and mass matrix and are needed for
