@@ -1,19 +1,24 @@
 """sbi-mflow: manifold-learning flows as neural likelihood estimators for sbi."""
 
 from sbi_mflow import metrics
-from sbi_mflow.arviz_data import to_inference_data
 from sbi_mflow.builders import ManifoldFlowBuilder, build_estimator, manifold_likelihood_nn
 from sbi_mflow.config import MODELS, ManifoldFlowConfig
-from sbi_mflow.diagnostics import (
+from sbi_mflow.estimator import ManifoldFlowEstimator
+from sbi_mflow.io import load, save
+from sbi_mflow.sampling import (
+    ChartPotential,
     ConvergenceWarning,
+    ExactLikelihoodPotential,
+    ManifoldPosterior,
+    ModeDisagreementWarning,
+    NUTSConfig,
     OffManifoldWarning,
     check_convergence,
     check_on_manifold,
+    manifold_posterior,
+    manifold_potential,
+    to_inference_data,
 )
-from sbi_mflow.estimator import ManifoldFlowEstimator
-from sbi_mflow.io import load, save
-from sbi_mflow.posterior import ManifoldPosterior, manifold_posterior
-from sbi_mflow.potential import ChartPotential, ExactLikelihoodPotential, manifold_potential
 from sbi_mflow.tracking import NullTracker
 from sbi_mflow.trainer import ManifoldNLE, TrainingDivergedError
 from sbi_mflow.training import ManifoldCheck, ManifoldStallWarning, TrainConfig
@@ -24,6 +29,8 @@ __all__ = [
     "ConvergenceWarning",
     "ExactLikelihoodPotential",
     "ManifoldPosterior",
+    "ModeDisagreementWarning",
+    "NUTSConfig",
     "NullTracker",
     "SimulationResult",
     "SimulationWarning",

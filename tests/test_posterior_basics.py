@@ -1,15 +1,27 @@
-"""Cheap posterior checks on untrained estimators: HMC, exact potential, seeding, errors."""
+"""Cheap posterior checks: the chain runner on analytic energies, HMC, the exact potential,
+seeding, SIR starts, the sampler configuration, devices and input errors."""
 
+import math
 import warnings
 
+import arviz as az
 import numpy as np
+import pyro
 import pytest
 import torch
 from helpers import perturbed_estimator
 from sbi.utils import BoxUniform
 
-from sbi_mflow.diagnostics import ConvergenceWarning
-from sbi_mflow.posterior import manifold_posterior
+from sbi_mflow.sampling import (
+    ConvergenceWarning,
+    NUTSConfig,
+    manifold_posterior,
+    run_chains,
+    to_inference_data,
+)
+from sbi_mflow.sampling.init import systematic_resample
+from sbi_mflow.sampling.posterior import resolve_sampling_device
+from sbi_mflow.sampling.record import DIVERGENCE_ENERGY
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +46,8 @@ def _setup(model="mflow"):
 def test_same_seed_gives_identical_draws_and_hmc_works():
     estimator, prior, x_o = _setup()
     posterior = manifold_posterior(estimator, prior, num_chains=2, warmup_steps=20,
-                                   check_manifold=False, method="hmc", num_steps=5)
+                                   check_manifold=False, method="hmc", num_steps=5,
+                                   step_size=0.1, num_init_candidates=200)
     first = posterior.sample((20,), x=x_o, seed=3)
     second = posterior.sample((20,), x=x_o, seed=3)
     torch.testing.assert_close(first, second)
@@ -46,6 +59,7 @@ def test_same_seed_gives_identical_draws_and_hmc_works():
     assert (steps == steps[:, :1]).all() and (steps >= 1).all()
     assert np.isnan(stats["tree_depth"].values).all()  # no tree for HMC
     assert idata.posterior.attrs["sampler"] == "pyro hmc"
+    assert idata.posterior.attrs["chain_mode"] == "product"
     assert idata.posterior["theta"].shape == (2, 10, 2)
     assert prior.support.check(torch.as_tensor(idata.posterior["theta"].values)).all()
 
@@ -68,8 +82,10 @@ def test_posterior_option_and_input_errors():
         manifold_posterior(estimator, prior, num_chains=0)
     with pytest.raises(ValueError, match="param_names"):
         manifold_posterior(estimator, prior, param_names=["a"])
+    with pytest.raises(TypeError, match="Unknown sampler options"):
+        manifold_posterior(estimator, prior, vectorize_chains=True)
     posterior = manifold_posterior(estimator, prior, check_manifold=False,
-                                   param_names=["alpha", "beta"])
+                                   param_names=["alpha", "beta"], num_init_candidates=100)
     with pytest.raises(TypeError, match="Unknown sampler options"):
         posterior.sample((4,), x=x_o, num_walkers=3)
     with pytest.raises(ValueError, match="num_samples"):
@@ -78,44 +94,207 @@ def test_posterior_option_and_input_errors():
         posterior.sample((4,), x=torch.zeros(3, 2))
     with pytest.raises(NotImplementedError, match="iid trials"):
         posterior.sample_batched((4,), x=x_o)
+    with pytest.raises(ValueError, match="sampling_device is fixed"):
+        posterior.sample((4,), x=x_o, sampling_device="cpu")
     idata = posterior.sample_arviz(8, x=x_o, seed=0, num_chains=1, warmup_steps=5)
     assert list(idata.posterior["theta_dim"].values) == ["alpha", "beta"]
 
 
-@pytest.mark.parametrize("vectorize", [True, False])
-def test_chains_sample_an_analytic_gaussian_vectorised_or_not(vectorize):
-    """NUTS on U(z) = ½ Σ_k (z_k − μ_k)² / σ_k²: means and variances of N(μ, diag σ²)."""
-    import arviz as az
+def test_config_validates_every_option():
+    config = NUTSConfig()
+    assert config.chain_mode == "product" and config.num_chains == 20
+    assert config.replace(num_chains=4).num_chains == 4 and config.num_chains == 20
+    bad = [
+        (dict(chain_mode="vectorised"), "chain_mode"),
+        (dict(num_chains=2.5), "num_chains"),
+        (dict(warmup_steps=-1), "warmup_steps"),
+        (dict(target_accept_prob=1.0), "target_accept_prob"),
+        (dict(step_size=0.0), "step_size"),
+        (dict(num_threads=0), "num_threads"),
+        (dict(sampling_device="gpu"), "sampling_device"),
+        (dict(full_mass=True), "full_mass=True needs chain_mode='independent'"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            config.replace(**change)
+    assert config.replace(full_mass=True, chain_mode="independent").full_mass
+    with pytest.raises(TypeError, match="Unknown sampler options"):
+        config.replace(num_walkers=3)
 
-    from sbi_mflow.nuts import run_chains
 
-    mu = torch.tensor([0.5, -1.0], dtype=torch.float64)
-    sigma = torch.tensor([0.3, 2.0], dtype=torch.float64)
-    rows_per_call = []
+def test_sampling_device_plumbing_on_the_cpu():
+    """"auto" samples a chart potential on the CPU, an exact one where the estimator is;
+    a CPU estimator with a CPU prior is a no-op (same prior object, CPU samples)."""
+    estimator, prior, x_o = _setup()
+    assert resolve_sampling_device("auto", estimator, exact=False) == torch.device("cpu")
+    assert resolve_sampling_device("auto", estimator, exact=True) == torch.device("cpu")
+    assert resolve_sampling_device("cpu", estimator, exact=False) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            manifold_posterior(estimator, prior, sampling_device="cuda")
+    posterior = manifold_posterior(estimator, prior, sampling_device="cpu", num_chains=2,
+                                   warmup_steps=5, check_manifold=False,
+                                   num_init_candidates=50)
+    assert posterior.prior is prior and posterior.sampling_device == torch.device("cpu")
+    samples = posterior.sample((4,), x=x_o, seed=0)
+    assert samples.device == torch.device("cpu") and samples.dtype == torch.float32
+    assert posterior.inference_data.posterior.attrs["sampling_device"] == "cpu"
 
+
+def _gaussian(mu, sigma, calls):
     def energy(z):
-        rows_per_call.append(z.shape[0])
+        calls.append(z.shape[0])
         return 0.5 * (((z - mu) / sigma) ** 2).sum(-1)
 
-    import pyro
+    return energy
 
+
+@pytest.mark.parametrize("chain_mode", ["product", "independent"])
+def test_chains_sample_an_analytic_gaussian_with_honest_per_chain_statistics(chain_mode):
+    """NUTS on U(z) = ½ Σ_k (z_k − μ_k)² / σ_k²: means and variances of N(μ, diag σ²), and
+    per-chain statistics that follow from their definitions."""
+    mu = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    sigma = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    calls = []
+    energy = _gaussian(mu, sigma, calls)
     pyro.set_rng_seed(0)
-    num_chains, num_draws = 6, 400
+    num_chains, num_draws = 4, 300
     inits = torch.randn(num_chains, 2, dtype=torch.float64) * 2
-    result = run_chains(energy, inits, num_draws=num_draws, warmup_steps=200,
-                        vectorize_chains=vectorize)
+    result = run_chains(energy, inits, num_draws=num_draws, warmup_steps=150,
+                        chain_mode=chain_mode)
     draws = result.samples
-    assert draws.shape == (num_chains, num_draws, 2) and result.vectorized is vectorize
-    # each leapfrog step evaluates all chains in one call (vectorised) or one chain
-    assert set(rows_per_call) == ({num_chains} if vectorize else {1})
+    assert draws.shape == (num_chains, num_draws, 2) and result.chain_mode == chain_mode
+    # product: one call for all chains; independent: one call for the chains still running
+    assert max(calls) == num_chains and (set(calls) == {num_chains}) == (chain_mode == "product")
     ess = az.ess(az.convert_to_dataset({"z": draws.numpy()}), method="bulk")["z"].values
     flat = draws.reshape(-1, 2)
     standard_error = sigma / torch.as_tensor(ess).sqrt()
     assert ((flat.mean(0) - mu).abs() < 4 * standard_error).all()
     torch.testing.assert_close(flat.std(0), sigma, rtol=0.12, atol=0)
     assert float(az.rhat(az.convert_to_dataset({"z": draws.numpy()}))["z"].max()) < 1.02
-    # per-chain statistics: lp is −U of each chain's own draw; H ≥ U at the start
-    lp = torch.as_tensor(result.stats["lp"])
-    torch.testing.assert_close(lp, -energy(draws))
-    assert (result.stats["energy"][:, 1:] >= -result.stats["lp"][:, :-1] - 1e-9).all()
-    assert result.stats["n_steps"].shape == (num_chains, num_draws)
+    stats = result.stats
+    # lp is −U of each chain's own draw
+    torch.testing.assert_close(torch.as_tensor(stats["lp"]), -energy(draws))
+    # energy = U(start) + ½ r̃ᵀr̃ with r̃ ~ N(0, I_2): the kinetic part ~ ½ χ²_2, mean 1 and
+    # sd 1 per transition; 1196 transitions → the mean is 1 ± 0.03 (0.1: > 3 sd)
+    kinetic = stats["energy"][:, 1:] + stats["lp"][:, :-1]
+    assert (kinetic >= 0).all() and abs(kinetic.mean() - 1.0) < 0.1
+    assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1)).all()
+    # tree depth D = number of doublings: 2^(D−1) <= leapfrog steps <= 2^D − 1
+    assert (2.0 ** (stats["tree_depth"] - 1) <= stats["n_steps"]).all()
+    assert (stats["n_steps"] <= 2.0 ** stats["tree_depth"] - 1).all()
+    step_sizes = stats["step_size"][:, 0]
+    assert (stats["step_size"] == step_sizes[:, None]).all()  # fixed after warm-up
+    if chain_mode == "product":  # shared trajectory, per-chain energies
+        assert (stats["n_steps"] == stats["n_steps"][:1]).all()
+        assert (step_sizes == step_sizes[0]).all()
+        assert not (stats["energy"] == stats["energy"][:1]).all()
+    else:  # each chain adapts its own step size and mass matrix
+        assert len(set(step_sizes.tolist())) == num_chains
+        assert not (stats["n_steps"] == stats["n_steps"][:1]).all()
+    # adapted diagonal inverse mass matrix ≈ posterior variances, per chain. Pyro estimates
+    # them from warm-up windows of ~50 autocorrelated draws (relative sd of a variance
+    # estimate √(2/n_eff) ≈ 0.3) and shrinks them (Stan's regularisation): 12 estimates
+    # stay within a factor 4 (log 4 ≈ 4.6 sd of log-variance).
+    variances = torch.stack(result.inverse_mass_matrices)
+    assert variances.shape == (num_chains, 2)
+    assert ((variances / sigma**2).log().abs() < math.log(4.0)).all()
+    # seeded: the same run again gives the same draws
+    pyro.set_rng_seed(0)
+    again = run_chains(energy, torch.randn(num_chains, 2, dtype=torch.float64) * 2,
+                       num_draws=20, warmup_steps=20, chain_mode=chain_mode)
+    pyro.set_rng_seed(0)
+    twice = run_chains(energy, torch.randn(num_chains, 2, dtype=torch.float64) * 2,
+                       num_draws=20, warmup_steps=20, chain_mode=chain_mode)
+    assert torch.equal(again.samples, twice.samples)
+
+
+@pytest.mark.parametrize("chain_mode", ["product", "independent"])
+def test_each_divergent_transition_of_each_chain_is_counted_once(chain_mode):
+    """A standard normal with a wall at z = 1 (curvature 10⁶): trajectories that hit it
+    diverge. ``diverging`` flags transitions per chain; ArviZ's sum is the number of
+    divergent (chain, transition) pairs, and a shared product-space trajectory that diverged
+    is charged only to the chains whose own energy error exploded."""
+
+    def energy(z):
+        z = z[:, 0]
+        return 0.5 * z**2 + 0.5e6 * torch.relu(z - 1.0) ** 2
+
+    pyro.set_rng_seed(1)
+    num_chains = 4
+    result = run_chains(energy, torch.zeros(num_chains, 1, dtype=torch.float64), num_draws=150,
+                        warmup_steps=50, chain_mode=chain_mode)
+    stats = result.stats
+    diverging = stats["diverging"]
+    assert diverging.dtype == bool and diverging.shape == (num_chains, 150)
+    assert result.num_divergences == int(diverging.sum()) > 0
+    idata = to_inference_data(result.samples, stats)
+    assert int(idata.sample_stats["diverging"].values.sum()) == result.num_divergences
+    if chain_mode == "independent":
+        # each chain's flags are its own (run_chains checks them against Pyro's own list)
+        assert len({tuple(row) for row in diverging.tolist()}) > 1
+    else:
+        # a divergent shared trajectory is charged to the chain(s) that hit the wall (their
+        # own energy error ≫ 1000), not to all 4: each chain is past z = 1 with
+        # probability 0.16, so two at once is rare
+        charged = diverging.sum(0)[diverging.any(0)]
+        assert (charged >= 1).all() and charged.mean() < 2
+    assert DIVERGENCE_ENERGY == 1000.0
+
+
+def test_systematic_resampling_gives_each_candidate_its_share_of_chains():
+    """Each candidate gets ⌊C w⌋ or ⌈C w⌉ of the C starts; zero weights never."""
+    torch.manual_seed(0)
+    weights = torch.tensor([0.0, 0.5, 0.25, 0.125, 0.125, 0.0])
+    for num in (4, 8, 20, 40):
+        index = systematic_resample(weights.log(), num)
+        counts = torch.bincount(index, minlength=6).double()
+        expected = num * weights.double()
+        assert ((counts - expected).abs() < 1).all(), (num, counts)
+        assert counts[0] == counts[-1] == 0
+    with pytest.raises(RuntimeError, match="zero"):
+        systematic_resample(torch.full((3,), -math.inf), 2)
+
+
+def test_sir_starts_put_chains_in_both_modes_in_proportion():
+    """Two equally likely modes: 20 chains start 10 and 10 (±1) in each, for every seed
+    (independent draws would give 10 ± 2.2)."""
+    estimator, prior, x_o = _setup()
+    posterior = manifold_posterior(estimator, prior, check_manifold=False)
+    posterior._use_x(x_o)
+
+    def two_modes(theta, track_gradients=False):
+        return torch.logsumexp(torch.stack([
+            -0.5 * ((theta - 0.5) / 0.05).pow(2).sum(-1),
+            -0.5 * ((theta + 0.5) / 0.05).pow(2).sum(-1),
+        ]), 0)
+
+    posterior._log_weights = lambda theta: two_modes(theta)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        starts = posterior.theta_transform.inv(posterior.initial_points(20, 20000))
+        assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
+    # too few candidates for the target ESS: more are drawn (1000, 2000, 4000, …)
+    starts = posterior.theta_transform.inv(posterior.initial_points(20, 1000, target_ess=300))
+    summary = posterior.init_summary
+    assert summary["init_ess"] >= 300 and summary["init_candidates"] in (8000, 16000, 32000)
+    assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
+
+
+def test_an_error_in_the_potential_stops_all_independent_chains_and_is_raised():
+    """The lockstep runner unwinds every chain's thread and re-raises the error."""
+    import threading
+
+    calls = []
+
+    def energy(z):
+        calls.append(z.shape[0])
+        if len(calls) == 30:
+            raise FloatingPointError("the potential failed")
+        return 0.5 * z.pow(2).sum(-1)
+
+    before = threading.active_count()
+    with pytest.raises(FloatingPointError, match="the potential failed"):
+        run_chains(energy, torch.zeros(3, 2, dtype=torch.float64), num_draws=50,
+                   warmup_steps=50, chain_mode="independent")
+    assert threading.active_count() == before and len(calls) == 30

@@ -5,7 +5,6 @@ Fast: untrained estimators with perturbed weights (tests/helpers.py), no trainin
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from helpers import perturbed_estimator
@@ -14,14 +13,8 @@ from sbi.inference.potentials.likelihood_based_potential import (
 )
 from sbi.utils import BoxUniform
 
-from sbi_mflow.arviz_data import to_inference_data
-from sbi_mflow.diagnostics import (
-    ConvergenceWarning,
-    OffManifoldWarning,
-    check_convergence,
-    check_on_manifold,
-)
-from sbi_mflow.potential import (
+from sbi_mflow.sampling.manifold_check import OffManifoldWarning, check_on_manifold
+from sbi_mflow.sampling.potential import (
     ChartPotential,
     ExactLikelihoodPotential,
     manifold_potential,
@@ -164,27 +157,34 @@ def test_off_manifold_warning_uses_reference_errors_or_relative_threshold():
         check_on_manifold(estimator, far)
 
 
-def _idata(chains):
-    return to_inference_data(torch.as_tensor(chains), {
-        "diverging": np.zeros(chains.shape[:2], dtype=bool),
-    })
+def test_prior_and_likelihood_each_in_their_own_dtype():
+    """A float64 MultivariateNormal prior with a float32 estimator (sbi's Gaussian examples):
+    the potential is log π(θ) in float64 plus the float32 chart log-likelihood."""
+    from torch.distributions import MultivariateNormal
+
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2,
+                                    dtype=torch.float32)
+    prior = MultivariateNormal(torch.zeros(2, dtype=torch.float64),
+                               torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64)))
+    x_o = torch.randn(3, 4) + 1.0
+    potential = manifold_potential(estimator, prior, x_o)
+    assert potential.prior_dtype == torch.float64 and potential.dtype == torch.float32
+    theta = _grid(k=3)
+    values = potential(theta, track_gradients=False)
+    assert values.dtype == torch.float64
+    with torch.no_grad():
+        expected = prior.log_prob(theta) + torch.stack([
+            estimator.chart_log_prob(x_o, t.float().expand(3, 2)).sum() for t in theta
+        ]).double()
+    torch.testing.assert_close(values, expected)
 
 
-def test_convergence_warnings_fire_for_bad_chains_only():
-    rng = np.random.default_rng(0)
-    good = rng.normal(size=(4, 1000, 2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        summary = check_convergence(_idata(good))
-    assert summary.max_rhat < 1.01 and summary.min_ess_bulk > 2000
-    shifted = good.copy()
-    shifted[0] += 1.0  # one chain stuck elsewhere
-    with pytest.warns(ConvergenceWarning, match="R-hat"):
-        check_convergence(_idata(shifted))
-    sticky = np.cumsum(rng.normal(size=(4, 1000, 2)) * 0.05, axis=1)  # random walks
-    with pytest.warns(ConvergenceWarning, match="Bulk ESS"):
-        check_convergence(_idata(sticky))
-    idata = _idata(good)
-    idata.sample_stats["diverging"][0, 5] = True
-    with pytest.warns(ConvergenceWarning, match="1 of 4000 transitions diverged"):
-        check_convergence(idata)
+def test_potential_on_the_cpu_keeps_prior_and_estimator():
+    """device="cpu" for a CPU estimator is a no-op: same prior object, nothing moved."""
+    estimator = perturbed_estimator("mflow", data_dim=4, manifold_dim=2, param_dim=2)
+    prior = _prior()
+    potential = manifold_potential(estimator, prior, device="cpu")
+    assert potential.prior is prior and torch.device(potential.device) == torch.device("cpu")
+    assert potential.to("cpu") is potential and potential.prior is prior
+    with pytest.raises(ValueError, match="needs freeze=True"):
+        manifold_potential(estimator, prior, freeze=False, device="meta")

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from sbi_mflow.estimator import ManifoldFlowEstimator
+from sbi_mflow.priors import prior_on_device
 from sbi_mflow.validation import check_finite
 
 __all__ = [
@@ -53,7 +54,8 @@ def frozen_copy(estimator: ManifoldFlowEstimator) -> ManifoldFlowEstimator:
     return clone
 
 
-def _estimator_device_dtype(estimator: ManifoldFlowEstimator) -> tuple[torch.device, torch.dtype]:
+def estimator_device_dtype(estimator: ManifoldFlowEstimator) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the estimator's parameters."""
     parameter = next(estimator.parameters())
     return parameter.device, parameter.dtype
 
@@ -61,10 +63,15 @@ def _estimator_device_dtype(estimator: ManifoldFlowEstimator) -> tuple[torch.dev
 class ManifoldPotential(BasePotential):
     """Shared checks of x_o and θ; subclasses implement :meth:`log_likelihood`.
 
+    The prior is evaluated in its own dtype and the likelihood in the estimator's, so any
+    combination (e.g. a float64 ``MultivariateNormal`` prior and a float32 estimator)
+    works; the potential has the wider of the two dtypes.
+
     Args:
         estimator: a trained :class:`~sbi_mflow.ManifoldFlowEstimator` (used as is: pass
             :func:`frozen_copy` of it to keep parameters out of the autograd graph).
-        prior: the prior π(θ), a torch ``Distribution`` over θ ∈ R^p.
+        prior: the prior π(θ), a torch ``Distribution`` over θ ∈ R^p; moved to the
+            estimator's device with :func:`sbi_mflow.priors.prior_on_device` if needed.
         x_o: observations (T, d) (or (d,) for one trial), treated as iid trials.
     """
 
@@ -81,7 +88,9 @@ class ManifoldPotential(BasePotential):
         if estimator.param_dim == 0:
             raise ValueError("The estimator is unconditional (param_dim = 0): no θ to infer.")
         self.estimator = estimator
-        device, self.dtype = _estimator_device_dtype(estimator)
+        device, self.dtype = estimator_device_dtype(estimator)
+        prior = prior_on_device(prior, device)
+        self.prior_dtype = prior.sample((1,)).dtype
         super().__init__(prior, x_o=None, device=device)
         if x_o is not None:
             self.set_x(x_o)
@@ -149,14 +158,18 @@ class ManifoldPotential(BasePotential):
         """
         theta = self.check_theta(theta)
         with torch.set_grad_enabled(track_gradients):
-            log_prior = self.prior.log_prob(theta)
+            log_prior = self.prior.log_prob(theta.to(self.prior_dtype))
             log_lik = self.log_likelihood(theta)
             dtype = torch.promote_types(log_prior.dtype, log_lik.dtype)
             return log_prior.to(dtype) + log_lik.to(dtype)
 
     def to(self, device: str | torch.device) -> ManifoldPotential:
-        super().to(device)
+        """Move the estimator, the prior and x_o to ``device`` (x_o is encoded again)."""
         self.estimator.to(device)
+        self.device = str(estimator_device_dtype(self.estimator)[0])  # sbi keeps a string
+        self.prior = prior_on_device(self.prior, self.device)
+        if self._x_o is not None:
+            self._x_o = self._x_o.to(self.device)
         self._on_set_x()
         return self
 
@@ -223,17 +236,20 @@ def manifold_potential(
     x_o: Tensor | None = None,
     exact: bool | None = None,
     freeze: bool = True,
+    device: str | torch.device | None = None,
 ) -> ManifoldPotential:
     """The posterior potential for ``estimator``: chart potential when it is exact.
 
     Args:
         estimator: trained estimator.
-        prior: prior π(θ).
+        prior: prior π(θ) (moved to the potential's device if it samples elsewhere).
         x_o: observations (T, d), iid trials (can be set later with ``set_x``).
         exact: force the exact likelihood (True) or the chart potential (False). Default:
             chart potential for fixed-manifold models, exact for "pie-conditional" — with a
             warning about its cost.
         freeze: evaluate a :func:`frozen_copy` of the estimator (recommended for sampling).
+        device: evaluate there (default: the estimator's device); needs ``freeze`` when it
+            differs from the estimator's, so that the caller's estimator is not moved.
 
     Raises:
         ValueError: ``exact=False`` for a model whose manifold depends on θ.
@@ -254,6 +270,10 @@ def manifold_potential(
                 stacklevel=2,
             )
     model = frozen_copy(estimator) if freeze else estimator
+    if device is not None and torch.device(device) != estimator_device_dtype(model)[0]:
+        if not freeze:
+            raise ValueError("device= differs from the estimator's device: needs freeze=True.")
+        model.to(device)
     if exact:
         return ExactLikelihoodPotential(model, prior, x_o)
     return ChartPotential(model, prior, x_o)
