@@ -175,10 +175,10 @@ def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, st
 
 
 def _nsf_nuts(inference, x_o, args) -> tuple[torch.Tensor, str]:
-    """The M-flow's Pyro NUTS runner (sbi_mflow.nuts) on sbi's NLE potential of the NSF."""
+    """The M-flow's Pyro NUTS runner (sbi_mflow.sampling) on sbi's NLE potential of the NSF."""
     from sbi.inference.potentials import likelihood_estimator_based_potential
 
-    from sbi_mflow.nuts import run_chains
+    from sbi_mflow.sampling.chains import run_chains
 
     prior = inference._prior
     potential, transform = likelihood_estimator_based_potential(

@@ -65,7 +65,9 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int,
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("posterior sampling (Pyro NUTS)")
     group.add_argument("--num-samples", type=int, default=1000, help="draws over all chains")
-    group.add_argument("--chains", type=int, default=4)
+    group.add_argument("--chains", type=int, default=None,
+                       help="NUTS chains (default: the sampler's, 20; more chains give "
+                            "stabler mode shares)")
     group.add_argument("--warmup", type=int, default=200, help="adaptation steps per chain")
 
 
@@ -125,6 +127,14 @@ def _progress(args: argparse.Namespace) -> bool:
     return not args.quiet
 
 
+def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """NUTS settings given on the command line (the sampler's defaults for the rest)."""
+    options = {"warmup_steps": args.warmup}
+    if args.chains is not None:
+        options["num_chains"] = args.chains
+    return options
+
+
 def _sample(posterior, x_o: torch.Tensor, args: argparse.Namespace):
     return posterior.sample_arviz(args.num_samples, x=x_o, seed=args.seed,
                                   show_progress_bars=_progress(args))
@@ -167,7 +177,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed + 1)
     true_theta = simulator.default_theta
     x_o = simulator(true_theta.expand(args.trials, -1))
-    posterior = inference.build_posterior(num_chains=args.chains, warmup_steps=args.warmup)
+    posterior = inference.build_posterior(**_sampler_options(args))
     idata = _sample(posterior, x_o.to(args.device), args)
     samples = _posterior_samples(idata)
     sampled = time.time()
@@ -265,10 +275,9 @@ def run_infer(args: argparse.Namespace) -> None:
                            f"d = {estimator.data_dim}.")
     out = prepare_output(args.out, args.force)
     prior, _ = prior_from_run(run, args.device)
-    from sbi_mflow.posterior import manifold_posterior
+    from sbi_mflow.sampling import manifold_posterior
 
-    posterior = manifold_posterior(estimator, prior, num_chains=args.chains,
-                                   warmup_steps=args.warmup)
+    posterior = manifold_posterior(estimator, prior, **_sampler_options(args))
     idata = _sample(posterior, x_o.to(args.device), args)
     samples = _posterior_samples(idata)
     results = _write_posterior(out, idata, samples, None)

@@ -63,12 +63,26 @@ def plot_posterior(samples: np.ndarray, path: str | Path, reference: np.ndarray 
     return _save(figure, path)
 
 
-def plot_trace(inference_data, path: str | Path) -> Path:
-    """ArviZ trace plot of the posterior group."""
-    import arviz as az
-
-    axes = az.plot_trace(inference_data, compact=False)
-    return _save(np.ravel(axes)[0].figure, path)
+def plot_trace(inference_data, path: str | Path, bins: int = 40) -> Path:
+    """Trace plot of ``posterior["theta"]``: per component, each chain's marginal histogram
+    (left) and its draws in order (right). Works with arviz 0.2x ``InferenceData`` and 1.x
+    ``DataTree`` (whose plots moved to the separate arviz-plots package)."""
+    theta = inference_data.posterior["theta"]
+    values = np.asarray(theta.values)  # (chain, draw, p)
+    names = [str(v) for v in theta["theta_dim"].values] if "theta_dim" in theta.coords else [
+        f"theta_{i}" for i in range(values.shape[-1])]
+    figure, axes = plt.subplots(values.shape[-1], 2, figsize=(10, 2.2 * values.shape[-1]),
+                                squeeze=False)
+    for i, name in enumerate(names):
+        for chain in values[..., i]:
+            axes[i][0].hist(chain, bins=bins, histtype="step", density=True, lw=0.8)
+            axes[i][1].plot(chain, lw=0.5, alpha=0.8)
+        axes[i][0].set_ylabel(name)
+        axes[i][1].set_xlabel("draw")
+    axes[0][0].set_title(f"{values.shape[0]} chains")
+    axes[0][1].set_title("trace")
+    figure.tight_layout()
+    return _save(figure, path)
 
 
 def plot_training(phases: Sequence[dict], path: str | Path) -> Path:

@@ -296,7 +296,7 @@ class ManifoldNLE(NLE):
     # -------------------------------------------------------------- posterior
     def build_posterior(self, density_estimator=None, prior=None, **options: Any):
         """Fixed-manifold NUTS posterior (see :func:`sbi_mflow.manifold_posterior`)."""
-        from sbi_mflow.posterior import manifold_posterior
+        from sbi_mflow.sampling import manifold_posterior
 
         estimator = density_estimator if density_estimator is not None else self._neural_net
         if estimator is None:
