@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--candidates", type=int, default=3,
+                        help="manifold_candidates (1: exactly E epochs, no probes)")
+    parser.add_argument("--retries", type=int, default=2, help="manifold_retries")
     parser.add_argument("--skip-nsf", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,6 +79,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ours.train(schedule="sequential", max_num_epochs=args.epochs, compile=compile_step,
+                   manifold_candidates=args.candidates, manifold_retries=args.retries,
                    **common)
     _sync(args.device)
     ours_total = time.perf_counter() - start
@@ -96,7 +100,7 @@ def main() -> None:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "max_num_epochs reached"
-            nsf.train(max_num_epochs=args.epochs, learning_rate=1e-3, **common)
+            nsf.train(max_num_epochs=args.epochs, **common)
         _sync(args.device)
         nsf_total = time.perf_counter() - start
         nsf_epoch = statistics.mean(nsf.summary["epoch_durations_sec"])
@@ -116,10 +120,12 @@ def main() -> None:
         print(f"  sbi NLE nsf ({layers} couplings): {nsf_total:.1f} s in all, "
               f"{nsf_epoch:.2f} s/epoch")
         print(f"  ratio of the whole runs M/D / NSF: {ratio:.3f} (target <= 0.25 on CPU)")
-    path = write_result(f"training_{args.device.split(':')[0]}", {
+    tag = "" if (args.candidates, args.retries) == (3, 2) else f"_c{args.candidates}r{args.retries}"
+    path = write_result(f"training_{args.device.split(':')[0]}{tag}", {
         "settings": vars(args), "machine": machine(args.device),
         "md_seconds": ours_total, "md_epoch_seconds": seconds,
-        "manifold_check": check, "nsf_seconds": nsf_total, "nsf_epoch_seconds": nsf_epoch,
+        "manifold_check": check, "manifold_attempts": ours.summary.get("manifold_attempts"),
+        "nsf_seconds": nsf_total, "nsf_epoch_seconds": nsf_epoch,
         "ratio": ratio,
     })
     print(f"wrote {path}")

@@ -132,8 +132,7 @@ class _ManifoldSchedule(Schedule):
 
     def _manifold_phase(self, candidate: int) -> Phase:
         phase = Phase.create(
-            "manifold", _manifold_parameters(self.estimator),
-            ReconstructionLoss(self.estimator.config.reconstruction_weight), self.data,
+            "manifold", _manifold_parameters(self.estimator), self.reconstruction, self.data,
             self.manifold_epochs, self.config, compile_step=self.config.compile)
         phase.candidate = candidate if self.config.manifold_candidates > 1 else None
         return phase
