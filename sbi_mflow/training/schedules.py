@@ -32,7 +32,6 @@ from sbi_mflow.losses import (
     ChartNLL,
     LatentNLL,
     NegativeLogLikelihood,
-    ReconstructionLoss,
     SimultaneousLoss,
 )
 from sbi_mflow.training.config import TrainConfig
