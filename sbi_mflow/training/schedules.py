@@ -125,6 +125,9 @@ class _ManifoldSchedule(Schedule):
                  config: TrainConfig, manifold_epochs: int) -> None:
         super().__init__(estimator, data, config)
         self.manifold_epochs = manifold_epochs
+        # One loss object for every candidate phase: a compiled step is then reused instead
+        # of compiled again for each candidate (its guards check the loss object).
+        self.reconstruction = ReconstructionLoss(estimator.config.reconstruction_weight)
         self.manifold: Phase | None = None  # chosen by _select_manifold on the first run
         self.selection: dict | None = None
         self.check: ManifoldCheck | None = None
