@@ -32,6 +32,7 @@ from sbi_mflow.losses import (
     ChartNLL,
     LatentNLL,
     NegativeLogLikelihood,
+    ReconstructionLoss,
     SimultaneousLoss,
 )
 from sbi_mflow.training.config import TrainConfig
