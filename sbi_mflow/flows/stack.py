@@ -48,15 +48,37 @@ def _coupling_mask(features: int, layer: int) -> Tensor:
 
 
 def _permutations(features: int, count: int, compose_to_identity: bool) -> list[Tensor]:
-    """Random permutations; with ``compose_to_identity`` the last undoes the others, so
-    the stack starts as (close to) the identity map of the coordinates."""
-    permutations = [torch.randperm(features) for _ in range(count)]
-    if compose_to_identity and count > 1:
-        total = torch.arange(features)
-        for permutation in permutations[:-1]:
-            total = total[permutation]  # forward applies inputs[:, permutation]
-        permutations[-1] = torch.argsort(total)
+    """Random permutations under which consecutive couplings transform different coordinates.
+
+    Permutation k sits before coupling k, whose mask alternates by position. With purely
+    random permutations two consecutive couplings can transform the same original
+    coordinates: with two features and three couplings one coordinate may then never be
+    transformed, and its density stays a standard normal whatever θ is. So permutation k
+    (k ≥ 1) moves the coordinates that coupling k − 1 left unchanged onto the positions
+    coupling k transforms (as many as fit, in random order) and shuffles the rest; the
+    first is uniformly random. With ``compose_to_identity`` the last one undoes the others,
+    so the stack starts as (close to) the identity map of the coordinates.
+    """
+    order = torch.arange(features)  # the original coordinate at each position
+    permutations: list[Tensor] = []
+    for index in range(count - 1):
+        if index == 0:
+            new_order = order[torch.randperm(features)]
+        else:
+            kept = _coupling_mask(features, index - 1) == 0  # identity positions of k − 1
+            labels = torch.cat([_shuffled(order[kept]), _shuffled(order[~kept])])
+            transform = _coupling_mask(features, index).bool()
+            new_order = torch.empty_like(order)
+            new_order[transform] = labels[: int(transform.sum())]
+            new_order[~transform] = labels[int(transform.sum()):]
+        permutations.append(torch.argsort(order)[new_order])  # order[p] == new_order
+        order = new_order
+    permutations.append(torch.argsort(order) if compose_to_identity else torch.randperm(features))
     return permutations
+
+
+def _shuffled(values: Tensor) -> Tensor:
+    return values[torch.randperm(values.numel())]
 
 
 def _linear_layers(kind: str, features: int, count: int,
