@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv with sbi-mflow installed (editable) plus its test tools.
+# Create ./.venv with sbi-mflow installed (editable); `setup.sh test` adds the test tools.
 # torch is installed first, pinned (TORCH_SPEC, default torch==2.13.0), unless the venv
 # already has one: a bare "torch" requirement would otherwise pull a multi-GB CUDA build
 # on machines that cannot use it. GPU users: TORCH_SPEC="torch" (or your CUDA wheel).
@@ -11,7 +11,9 @@ python_bin=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 if ! python -c "import torch" 2>/dev/null; then
-  python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
+  python -m pip install -q --no-compile "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# --no-compile: modules are byte-compiled when first imported instead of all at install
+extras=${1:+[$1]}
+python -m pip install -q --no-compile -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import sbi_mflow, simulators, torch; print('sbi-mflow', sbi_mflow.__version__, 'torch', torch.__version__)"
