@@ -68,7 +68,6 @@ simulations: about 0.64 to 0.71).
 from __future__ import annotations
 
 import argparse
-import bz2
 import json
 import math
 import os
@@ -77,7 +76,6 @@ import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 
 import torch
@@ -85,56 +83,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sbi_mflow  # noqa: E402
-from simulators.lorenz import cache_dir  # noqa: E402
+from benchmarks._sbibm import load_task_files  # noqa: E402
 
-SBIBM_VERSION = "1.1.0"
-TASK_FILES = "sbibm/tasks/two_moons/files"
 LIFT_DIM = 32
 LIFT_SEED = 20240611  # fixes Q, W, b: the lift is part of the task, not of --seed
 
 
 # ------------------------------------------------------------------------------ task data
-def sbibm_wheel() -> Path:
-    """Path of the cached ``sbibm==1.1.0`` wheel, downloading it once with pip."""
-    cache = cache_dir()
-    pattern = f"sbibm-{SBIBM_VERSION}-*.whl"
-    found = sorted(cache.glob(pattern))
-    if found:
-        return found[0]
-    cache.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               f"sbibm=={SBIBM_VERSION}", "-d", str(cache)]
-    print(f"downloading sbibm=={SBIBM_VERSION} into {cache} ...", flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
-    found = sorted(cache.glob(pattern))
-    if result.returncode != 0 or not found:
-        raise RuntimeError(
-            f"Could not download the sbibm=={SBIBM_VERSION} wheel (needed for the two-moons "
-            f"observations and reference posterior samples) with\n  {' '.join(command)}\n"
-            f"pip said:\n{result.stderr.strip() or result.stdout.strip()}\n"
-            f"Download it elsewhere with `pip download --no-deps sbibm=={SBIBM_VERSION}` and "
-            f"put the .whl file into {cache} (or set $SBI_MFLOW_CACHE to its folder)."
-        )
-    return found[0]
-
-
-def _read_csv(text: str) -> torch.Tensor:
-    rows = [line.split(",") for line in text.strip().splitlines()[1:]]  # skip the header
-    return torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float32)
-
-
-def load_task_files(wheel: Path, num_observation: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """sbibm's observation x_o (1, 2) and reference posterior samples (10000, 2)."""
-    folder = f"{TASK_FILES}/num_observation_{num_observation}"
-    with zipfile.ZipFile(wheel) as archive:
-        observation = archive.read(f"{folder}/observation.csv").decode()
-        reference = bz2.decompress(
-            archive.read(f"{folder}/reference_posterior_samples.csv.bz2")
-        ).decode()
-    return _read_csv(observation), _read_csv(reference)
-
-
-# ------------------------------------------------------------------------------ simulator
 def two_moons(theta: torch.Tensor) -> torch.Tensor:
     """sbibm 1.1.0's two-moons simulator (same draws in the same order, same float32 maps)."""
     n = theta.shape[0]
@@ -338,11 +293,10 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter()
     print(f"torch {torch.__version__}, {args.threads} thread(s); {args.simulations} "
           f"simulations, {args.observations} observations, {args.samples} draws each")
-    wheel = sbibm_wheel()
     lift = Lift()
     observations, references = [], []
     for k in range(1, args.observations + 1):
-        x_o, reference = load_task_files(wheel, k)
+        x_o, reference = load_task_files("two_moons", k)
         observations.append(x_o)
         generator = torch.Generator().manual_seed(k)
         index = torch.randperm(reference.shape[0], generator=generator)[: args.samples]
