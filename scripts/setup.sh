@@ -13,7 +13,12 @@ python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || tr
 if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q --no-compile "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-# --no-compile: modules are byte-compiled when first imported instead of all at install
+# --no-compile: the demo needs byte code only for what it imports; the tests get it below
 extras=${1:+[$1]}
 python -m pip install -q --no-compile -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+if [ -n "${1:-}" ]; then
+  # the tests start many Python processes: give them byte code (skipped where it is current;
+  # nothing else writes it when PYTHONDONTWRITEBYTECODE is set)
+  python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
+fi
 python -c "import sbi_mflow, simulators, torch; print('sbi-mflow', sbi_mflow.__version__, 'torch', torch.__version__)"

@@ -26,7 +26,7 @@ def _transformed_per_coupling(layers) -> list[set[int]]:
 @pytest.mark.parametrize("features", [2, 3, 4, 7])
 @pytest.mark.parametrize("num_layers", [2, 3, 5])
 def test_consecutive_couplings_transform_different_coordinates(features, num_layers):
-    for seed in range(30):
+    for seed in range(10):
         torch.manual_seed(seed)
         layers = build_spline_stack(features, num_layers, context_features=1,
                                     hidden_features=8, num_blocks=1, num_bins=4,
@@ -49,7 +49,7 @@ def test_two_features_learn_a_theta_dependent_second_coordinate():
     u = torch.cat([torch.randn(4000, 1), 2 * theta + 0.5 * torch.randn(4000, 1)], dim=1)
     true_nll = -(torch.distributions.Normal(0, 1).log_prob(u[:, 0])
                  + torch.distributions.Normal(2 * theta[:, 0], 0.5).log_prob(u[:, 1])).mean()
-    for seed in range(4):
+    for seed in range(2):
         torch.manual_seed(seed)
         flow = InnerFlow(build_spline_stack(2, 3, context_features=1, hidden_features=16,
                                             num_blocks=1, num_bins=4, tail_bound=4.0,
