@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(demo, default_out="sbi-mflow-demo")
     demo.add_argument("--simulations", type=int, default=10000)
     demo.add_argument("--trials", type=int, default=20, help="iid observations at default θ")
-    _add_training_options(demo, epochs=40, density_epochs=100)
+    _add_training_options(demo, epochs=40, density_epochs=50)
     _add_sampling_options(demo)
 
     train = commands.add_parser("train", help="train on a simulator or on data files")
