@@ -153,7 +153,7 @@ def run_mflow(args, prior, theta, y, observations) -> dict:
     held_out = y[inference.val_indices]
     reco = sbi_mflow.metrics.mean_reconstruction_error(held_out, estimator)
     scale = float(held_out.std(0).norm())
-    phases = inference._summary["phases"]
+    phases = inference.summary["phases"]
     epochs = {name: sum(1 for e in phases if e.get("phase") == name)
               for name in ("manifold", "density")}
     print(f"M-flow trained in {train_time:.1f} s ({len(phases)} epochs {epochs}); held-out "

@@ -7,11 +7,12 @@ scored). For each seed: the held-out mean squared reconstruction error E‖x −
 standardised coordinate (1/d) E‖x̃ − x̃'‖² (the ParticleDecay target: ≤ 1e-3), the
 trainer's stall check, and the wall time. Variants:
 
-* ``plain``: no tangent alignment, one initialisation, no restart (sbi-mflow 0.1's
-  behaviour);
+* ``plain``: no tangent alignment, one initialisation, no restart;
 * ``aligned``: tangent alignment, one initialisation, no restart;
-* ``default``: tangent alignment, 3 candidate initialisations and up to two restarts from fresh
-  weights when the stall check fails (the library defaults).
+* ``candidates``: no tangent alignment, the best of 3 candidate initialisations, no restart;
+* ``aligned-candidates-retries``: tangent alignment, 3 candidates and up to two restarts
+  from fresh weights when the stall check fails (the defaults before 0.2.0.dev1);
+* ``default``: the library defaults of the commit that runs.
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:
 ``python benchmarks/manifold_stall.py [--variants default] [--seeds 0 1 2 ...]``, or
@@ -39,8 +40,12 @@ from sbi_mflow.tracking import NullTracker  # noqa: E402
 
 VARIANTS = {
     "plain": (dict(tangent_alignment=False), dict(manifold_candidates=1, manifold_retries=0)),
-    "aligned": ({}, dict(manifold_candidates=1, manifold_retries=0)),
-    "default": ({}, {}),
+    "aligned": (dict(tangent_alignment=True), dict(manifold_candidates=1, manifold_retries=0)),
+    "candidates": (dict(tangent_alignment=False),
+                   dict(manifold_candidates=3, manifold_retries=0)),
+    "aligned-candidates-retries": (dict(tangent_alignment=True),
+                                   dict(manifold_candidates=3, manifold_retries=2)),
+    "default": ({}, {}),  # the library defaults of the commit that runs
 }
 
 
@@ -77,6 +82,9 @@ def run(variant: str, seed: int, simulator_name: str, simulations: int, epochs: 
         "manifold_check": inference.summary["manifold_check"],
         "selection": inference.summary["manifold_selection"],
         "attempts": inference.summary["manifold_attempts"],
+        # per epoch, candidate probes and attempts included; the last entry is the density
+        # epoch
+        "validation_curve": inference.summary["validation_loss"],
         "seconds": seconds,
     }
 

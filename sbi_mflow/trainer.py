@@ -162,9 +162,9 @@ class ManifoldNLE(NLE):
         stop_after_epochs: int = 20,
         density_epochs: int | None = None,
         compile: bool | str = "auto",
-        manifold_candidates: int = 3,
+        manifold_candidates: int = TrainConfig.manifold_candidates,
         candidate_epochs: int | None = None,
-        manifold_retries: int = 2,
+        manifold_retries: int = TrainConfig.manifold_retries,
         resume_training: bool = False,
         retrain_from_scratch: bool = False,
         show_train_summary: bool = False,
@@ -193,15 +193,17 @@ class ManifoldNLE(NLE):
             compile: ``torch.compile`` the training step (True, False, or "auto": on CUDA
                 only, where it is captured as a CUDA graph); falls back to eager
                 execution with a warning where compilation fails.
-            manifold_candidates: M/D schedules train this many initialisations of the
-                chart for ``candidate_epochs`` each (default: a fifth of the manifold
-                phase) and continue with the best by validation reconstruction, so that a
-                stalled start does not decide the manifold. After the manifold phase the
-                held-out reconstruction is compared with a linear (PCA) chart
-                (``summary["manifold_check"]``); when it is not clearly better, the
-                manifold phase starts again from fresh weights, up to ``manifold_retries``
-                times, the better attempt is kept, and a ``ManifoldStallWarning`` names the
-                numbers if it still fails.
+            manifold_candidates: M/D schedules can train this many initialisations of
+                the chart for ``candidate_epochs`` each (default: a fifth of the manifold
+                phase) and continue with the best by validation reconstruction (default
+                1: no selection). After the manifold phase the held-out reconstruction is
+                compared with a linear (PCA) chart (``summary["manifold_check"]``); when
+                it is not clearly better, a ``ManifoldStallWarning`` names the numbers and
+                the fixes, after starting the manifold phase again from fresh weights up
+                to ``manifold_retries`` times (default 0) and keeping the better attempt.
+                Candidates and retries cost whole manifold phases; since every coupling
+                coordinate is transformed (0.2.0.dev1) no stall was seen without them
+                (docs/results.md, "Manifold stalls").
             resume_training: continue the stored phases, optimisers, schedules and split
                 (``max_num_epochs`` then counts further epochs).
             retrain_from_scratch: rebuild the network first.

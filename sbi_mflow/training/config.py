@@ -49,9 +49,9 @@ class TrainConfig:
     validation_fraction: float = 0.25
     stop_after_epochs: int = 20
     compile: bool | str = "auto"
-    manifold_candidates: int = 3
+    manifold_candidates: int = 1
     candidate_epochs: int | None = None
-    manifold_retries: int = 2
+    manifold_retries: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

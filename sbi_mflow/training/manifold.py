@@ -1,18 +1,21 @@
 """Getting the manifold right: candidate initialisations and a stall check.
 
-An M-flow is only as good as its learned manifold, and the manifold phase can stall at a
-large reconstruction error, depending on the initial weights (the coupling layers cannot
-undo a bad start in a few hundred steps). Two remedies, measured on the paper's polynomial
-surface (docs/results.md):
+An M-flow is only as good as its learned manifold. Before 0.2.0.dev1 the manifold phase
+stalled at a large reconstruction error on about one seed in three: the coupling stack
+could leave a coordinate untransformed (fixed in :mod:`sbi_mflow.flows.stack`). Since then
+no stall was seen on the paper's polynomial surface (docs/results.md), and the remedies
+below are options, off by default because each costs whole manifold phases:
 
 * :func:`select_candidate`: ``k`` freshly initialised charts are trained for a few epochs
   each and the one with the lowest validation reconstruction error is kept and trained on
-  (its optimiser state included); a stalled start is visible within the first epochs;
-* :func:`check_manifold`: after the manifold phase, the held-out reconstruction error is
-  compared with that of the best n-dimensional *linear* chart (PCA) of the same data; the
-  schedules then start the manifold phase again from fresh weights (``manifold_retries``
-  times) and keep the better attempt, and a :class:`ManifoldStallWarning` names the numbers
-  and the fixes when the learned chart is still not clearly better.
+  (its optimiser state included);
+* restarts: when :func:`check_manifold` fails, the schedules start the manifold phase again
+  from fresh weights (``manifold_retries`` times) and keep the better attempt.
+
+:func:`check_manifold` always runs: after the manifold phase the held-out reconstruction
+error is compared with that of the best n-dimensional *linear* chart (PCA) of the same
+data, and a :class:`ManifoldStallWarning` names the numbers and the fixes when the learned
+chart is not clearly better (a stalled phase, or one that has not converged yet).
 """
 
 from __future__ import annotations
@@ -112,9 +115,9 @@ def warn_stall(check: ManifoldCheck, manifold_dim: int, attempts: int = 1) -> No
         f"The learned manifold reconstructs held-out data with a mean squared error of "
         f"{check.reconstruction:.3g} per standardised coordinate, {100 * check.ratio:.0f}% "
         f"of what the best linear {manifold_dim}-dimensional chart leaves "
-        f"({check.linear_baseline:.3g}){tried}: the manifold phase has probably stalled. Try "
-        "more manifold epochs (max_num_epochs), more candidate initialisations "
-        "(manifold_candidates, manifold_retries), more simulations, more outer layers, or "
+        f"({check.linear_baseline:.3g}){tried}: the manifold phase has stalled or not converged "
+        "yet. Try more manifold epochs (max_num_epochs), more simulations, more outer "
+        "layers, restarts from fresh weights (manifold_retries, manifold_candidates), or "
         "check that manifold_dim is not smaller than the data's.",
         ManifoldStallWarning, stacklevel=5,
     )
