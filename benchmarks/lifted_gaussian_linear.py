@@ -57,9 +57,8 @@ def run_mflow(args, theta, y, observations) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", sbi_mflow.ManifoldStallWarning)
-        inference.append_simulations(theta, y).train(max_num_epochs=args.epochs)
+        estimator = inference.append_simulations(theta, y).train(max_num_epochs=args.epochs)
     train_time = time.perf_counter() - start
-    estimator = inference._neural_net
     held_out = y[inference.val_indices]
     with torch.no_grad():
         error = (held_out - estimator.project(held_out)) / y.std(0)
@@ -146,7 +145,9 @@ def main() -> None:
         print(f"C2ST(M-flow) − C2ST(sbi NLE, unlifted) per observation: "
               f"{[round(m, 3) for m in margins]} (target ≤ 0.05 each)")
         results["margins"] = margins
-    path = write_result("lifted_gaussian_linear" + ("_quick" if args.quick else ""),
+    methods = sorted(m for m in ("mflow", "nle") if m in args.methods)
+    name = "lifted_gaussian_linear" + ("" if len(methods) == 2 else f"_{methods[0]}")
+    path = write_result(name + ("_quick" if args.quick else ""),
                         {"settings": vars(args), "machine": machine(), "results": results})
     print(f"wrote {path}")
 

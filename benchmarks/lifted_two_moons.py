@@ -163,7 +163,9 @@ def run_mflow(args, prior, theta, y, observations) -> dict:
         num_chains=args.chains, warmup_steps=args.warmup, max_tree_depth=args.max_tree_depth,
         num_init_candidates=args.init_candidates,
     )
-    result = dict(train_time=train_time, sample_time=0.0, samples=[], notes=[])
+    result = dict(train_time=train_time, sample_time=0.0, samples=[], notes=[],
+                  held_out_reconstruction_error=reco, data_scale=scale,
+                  manifold_check=inference.summary.get("manifold_check"))
     for k, y_o in enumerate(observations):
         torch.manual_seed(args.seed + k)
         start = time.perf_counter()
@@ -212,7 +214,9 @@ def run_sbi_nsf(args, prior, theta, x, observations, label: str) -> dict:
         warmup_steps=args.sbi_warmup, thin=1, init_strategy="resample",
     )
     posterior = inference.build_posterior(posterior_parameters=parameters)
-    result = dict(train_time=train_time, sample_time=0.0, samples=[], notes=[])
+    result = dict(train_time=train_time, sample_time=0.0, samples=[], notes=[],
+                  held_out_reconstruction_error=reco, data_scale=scale,
+                  manifold_check=inference.summary.get("manifold_check"))
     for k, x_o in enumerate(observations):
         torch.manual_seed(args.seed + k)
         start = time.perf_counter()

@@ -51,6 +51,7 @@ from benchmarks._results import git_commit, machine  # noqa: E402
 from sbi_mflow import metrics  # noqa: E402
 from sbi_mflow.priors import prior_on_device  # noqa: E402
 from sbi_mflow.tracking import NullTracker  # noqa: E402
+from sbi_mflow.training import TrainConfig  # noqa: E402
 from simulators import PolynomialSurface  # noqa: E402
 from simulators._posterior import grid_posterior  # noqa: E402
 
@@ -114,13 +115,14 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     build = sbi_mflow.manifold_likelihood_nn(
         model, 2, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
         hidden_features=args.hidden_features, num_bins=args.bins, linear_layer=args.linear_layer,
-        tangent_alignment=not args.no_alignment,
+        tangent_alignment=args.alignment,
     )
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False,
                                       device=device, tracker=NullTracker())
     inference.append_simulations(data["theta"], data["x"])
     options = dict(schedule=schedule, max_num_epochs=args.epochs, stop_after_epochs=args.epochs,
-                   manifold_candidates=args.candidates, training_batch_size=args.batch)
+                   manifold_candidates=args.candidates, manifold_retries=args.retries,
+                   training_batch_size=args.batch)
     if schedule == "sequential":
         options["density_epochs"] = args.density_epochs
     return inference.train(**options)
@@ -193,7 +195,8 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
 
 def _budget(args: argparse.Namespace) -> dict:
     keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
-            "hidden_features", "bins", "linear_layer", "no_alignment", "candidates", "batch")
+            "hidden_features", "bins", "linear_layer", "alignment", "candidates", "retries",
+            "batch")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -257,10 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--linear-layer", choices=["permutation", "lu"], default="permutation",
                         help="linear layers between the couplings of the manifold models")
-    parser.add_argument("--no-alignment", action="store_true",
-                        help="no tangent alignment of the chart (sbi-mflow 0.1's behaviour)")
-    parser.add_argument("--candidates", type=int, default=3,
+    parser.add_argument("--alignment", action="store_true",
+                        help="tangent alignment of the chart (off by default since 0.2.0.dev1)")
+    parser.add_argument("--candidates", type=int, default=TrainConfig.manifold_candidates,
                         help="candidate initialisations of the manifold phase")
+    parser.add_argument("--retries", type=int, default=TrainConfig.manifold_retries,
+                        help="restarts of the manifold phase when the stall check fails")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
