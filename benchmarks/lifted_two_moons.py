@@ -214,9 +214,7 @@ def run_sbi_nsf(args, prior, theta, x, observations, label: str) -> dict:
         warmup_steps=args.sbi_warmup, thin=1, init_strategy="resample",
     )
     posterior = inference.build_posterior(posterior_parameters=parameters)
-    result = dict(train_time=train_time, sample_time=0.0, samples=[], notes=[],
-                  held_out_reconstruction_error=reco, data_scale=scale,
-                  manifold_check=inference.summary.get("manifold_check"))
+    result = dict(train_time=train_time, sample_time=0.0, samples=[], notes=[])
     for k, x_o in enumerate(observations):
         torch.manual_seed(args.seed + k)
         start = time.perf_counter()
@@ -253,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--density-epochs", type=int, default=30,
                         help="M-flow density-phase epochs (cheap: cached 2-D encodings)")
     parser.add_argument("--outer-layers", type=int, default=5)
-    parser.add_argument("--linear-layer", choices=["permutation", "lu"], default="lu")
+    parser.add_argument("--linear-layer", choices=["permutation", "lu"], default="permutation")
     parser.add_argument("--batch-size", type=int, default=100, help="M-flow training batch")
     defaults = sbi_mflow.NUTSConfig()
     parser.add_argument("--chains", type=int, default=defaults.num_chains,

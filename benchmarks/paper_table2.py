@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sbi_mflow  # noqa: E402
 from benchmarks._results import git_commit, machine  # noqa: E402
 from sbi_mflow import metrics  # noqa: E402
+from sbi_mflow.config import ManifoldFlowConfig  # noqa: E402
 from sbi_mflow.priors import prior_on_device  # noqa: E402
 from sbi_mflow.tracking import NullTracker  # noqa: E402
 from sbi_mflow.training import TrainConfig  # noqa: E402
@@ -260,8 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--linear-layer", choices=["permutation", "lu"], default="permutation",
                         help="linear layers between the couplings of the manifold models")
-    parser.add_argument("--alignment", action="store_true",
-                        help="tangent alignment of the chart (off by default since 0.2.0.dev1)")
+    parser.add_argument("--alignment", action=argparse.BooleanOptionalAction,
+                        default=ManifoldFlowConfig.tangent_alignment,
+                        help="tangent alignment of the chart (library default: on)")
     parser.add_argument("--candidates", type=int, default=TrainConfig.manifold_candidates,
                         help="candidate initialisations of the manifold phase")
     parser.add_argument("--retries", type=int, default=TrainConfig.manifold_retries,

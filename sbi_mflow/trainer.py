@@ -193,17 +193,16 @@ class ManifoldNLE(NLE):
             compile: ``torch.compile`` the training step (True, False, or "auto": on CUDA
                 only, where it is captured as a CUDA graph); falls back to eager
                 execution with a warning where compilation fails.
-            manifold_candidates: M/D schedules can train this many initialisations of
-                the chart for ``candidate_epochs`` each (default: a fifth of the manifold
-                phase) and continue with the best by validation reconstruction (default
-                1: no selection). After the manifold phase the held-out reconstruction is
-                compared with a linear (PCA) chart (``summary["manifold_check"]``); when
-                it is not clearly better, a ``ManifoldStallWarning`` names the numbers and
-                the fixes, after starting the manifold phase again from fresh weights up
-                to ``manifold_retries`` times (default 0) and keeping the better attempt.
-                Candidates and retries cost whole manifold phases; since every coupling
-                coordinate is transformed (0.2.0.dev1) no stall was seen without them
-                (docs/results.md, "Manifold stalls").
+            manifold_candidates: M/D schedules train this many initialisations of the
+                chart for ``candidate_epochs`` each (default: a fifth of the manifold
+                phase) and continue with the best by validation reconstruction. After the
+                manifold phase the held-out reconstruction is compared with a linear (PCA)
+                chart (``summary["manifold_check"]``); when it is not clearly better, a
+                ``ManifoldStallWarning`` names the numbers and the fixes, after starting the
+                manifold phase again from fresh weights up to ``manifold_retries`` times
+                (default 0: since every coupling coordinate is transformed, 0.2.0.dev1, no
+                stall was seen on the polynomial surface, and on data that converges slowly
+                a restart costs a whole manifold phase for little; docs/results.md).
             resume_training: continue the stored phases, optimisers, schedules and split
                 (``max_num_epochs`` then counts further epochs).
             retrain_from_scratch: rebuild the network first.

@@ -207,9 +207,9 @@ def test_sequential_md_learns_the_polynomial_surface():
         reconstruction = estimator.reconstruction_error(x_test).mean().item()
         samples = estimator.sample((1,), theta_test)[0]
         distance = simulator.distance_to_manifold(samples).mean().item()
-    # Mean distances at this budget (20 manifold epochs, hidden 32), seeds 0-3: 0.035-0.094
-    # with the library defaults, 0.027-0.095 with tangent alignment and 3 candidates; the
-    # best linear (PCA) chart leaves 0.73 on these test points.
+    # Mean distances at this budget (20 manifold epochs, hidden 32), seeds 0-3: 0.027-0.095
+    # with tangent alignment and 3 candidates, 0.035-0.094 without; the best linear (PCA)
+    # chart leaves 0.73 on these test points.
     assert reconstruction < 0.15
     assert distance < 0.15
 

@@ -49,7 +49,7 @@ class TrainConfig:
     validation_fraction: float = 0.25
     stop_after_epochs: int = 20
     compile: bool | str = "auto"
-    manifold_candidates: int = 1
+    manifold_candidates: int = 3
     candidate_epochs: int | None = None
     manifold_retries: int = 0
 

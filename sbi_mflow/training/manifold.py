@@ -2,15 +2,14 @@
 
 An M-flow is only as good as its learned manifold. Before 0.2.0.dev1 the manifold phase
 stalled at a large reconstruction error on about one seed in three: the coupling stack
-could leave a coordinate untransformed (fixed in :mod:`sbi_mflow.flows.stack`). Since then
-no stall was seen on the paper's polynomial surface (docs/results.md), and the remedies
-below are options, off by default because each costs whole manifold phases:
+could leave a coordinate (nearly) untransformed (fixed in :mod:`sbi_mflow.flows.stack`).
+Two remedies remain, measured in docs/results.md:
 
-* :func:`select_candidate`: ``k`` freshly initialised charts are trained for a few epochs
-  each and the one with the lowest validation reconstruction error is kept and trained on
-  (its optimiser state included);
-* restarts: when :func:`check_manifold` fails, the schedules start the manifold phase again
-  from fresh weights (``manifold_retries`` times) and keep the better attempt.
+* :func:`select_candidate` (default 3 candidates): ``k`` freshly initialised charts are
+  trained for a few epochs each and the one with the lowest validation reconstruction
+  error is kept and trained on (its optimiser state included);
+* restarts (``manifold_retries``, default 0): when :func:`check_manifold` fails, the
+  schedules start the manifold phase again from fresh weights and keep the better attempt.
 
 :func:`check_manifold` always runs: after the manifold phase the held-out reconstruction
 error is compared with that of the best n-dimensional *linear* chart (PCA) of the same
