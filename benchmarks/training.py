@@ -32,6 +32,7 @@ import sbi_mflow  # noqa: E402
 from benchmarks._results import machine, write_result  # noqa: E402
 from sbi_mflow.priors import prior_on_device  # noqa: E402
 from sbi_mflow.tracking import NullTracker  # noqa: E402
+from sbi_mflow.training import TrainConfig  # noqa: E402
 from simulators import ParticleDecay  # noqa: E402
 
 
@@ -51,9 +52,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
-    parser.add_argument("--candidates", type=int, default=3,
+    parser.add_argument("--candidates", type=int, default=TrainConfig.manifold_candidates,
                         help="manifold_candidates (1: exactly E epochs, no probes)")
-    parser.add_argument("--retries", type=int, default=2, help="manifold_retries")
+    parser.add_argument("--retries", type=int, default=TrainConfig.manifold_retries,
+                        help="manifold_retries")
     parser.add_argument("--skip-nsf", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
