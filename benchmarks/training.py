@@ -123,7 +123,8 @@ def main() -> None:
               f"{nsf_epoch:.2f} s/epoch")
         print(f"  ratio of the whole runs M/D / NSF: {ratio:.3f} (target <= 0.25 on CPU)")
     defaults = (TrainConfig.manifold_candidates, TrainConfig.manifold_retries)
-    tag = "" if (args.candidates, args.retries) == defaults else f"_c{args.candidates}r{args.retries}"
+    chosen = (args.candidates, args.retries)
+    tag = "" if chosen == defaults else f"_c{args.candidates}r{args.retries}"
     path = write_result(f"training_{args.device.split(':')[0]}{tag}", {
         "settings": vars(args), "machine": machine(args.device),
         "md_seconds": ours_total, "md_epoch_seconds": seconds,
