@@ -11,7 +11,7 @@ trainer's stall check, and the wall time. Variants:
 * ``aligned``: tangent alignment, one initialisation, no restart;
 * ``candidates``: no tangent alignment, the best of 3 candidate initialisations, no restart;
 * ``aligned-candidates-retries``: tangent alignment, 3 candidates and up to two restarts
-  from fresh weights when the stall check fails (the defaults before 0.2.0.dev1);
+  from fresh weights when the stall check fails (the library defaults until 2dc811e);
 * ``default``: the library defaults of the commit that runs.
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:
