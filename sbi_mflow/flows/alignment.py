@@ -67,10 +67,6 @@ def tangent_frame(points: Tensor, manifold_dim: int, neighbours: int | None = No
 class HouseholderAlignment(Transform):
     """y = Qᵀ x with Q = H_1 ⋯ H_k, H_i = I − 2 v_i v_iᵀ / v_iᵀ v_i (fixed vectors).
 
-    A zero vector stands for H_i = I, so :meth:`unrotate` turns the alignment into the
-    identity map without changing its state dict's shapes (the unrotated start of
-    :func:`sbi_mflow.training.manifold.select_candidate`).
-
     Args:
         vectors: (k, d), the Householder vectors (buffers).
     """
@@ -91,20 +87,9 @@ class HouseholderAlignment(Transform):
             vectors[i, i + 1 :] = reflectors[i + 1 :, i]
         return cls(vectors.to(frame.dtype))
 
-    def unrotate(self) -> None:
-        """Make the alignment the identity map (every vector zero)."""
-        self.vectors.zero_()
-
-    @property
-    def is_identity(self) -> bool:
-        return not bool(self.vectors.any())
-
     @staticmethod
     def _reflect(inputs: Tensor, vector: Tensor) -> Tensor:
-        norm2 = vector.dot(vector)
-        # 2 / vᵀv, and 0 for v = 0 (no reflection); the where keeps 0/0 out of the graph
-        scale = 2.0 / torch.where(norm2 > 0, norm2, torch.ones_like(norm2))
-        return inputs - (inputs @ vector).unsqueeze(-1) * (scale * vector)
+        return inputs - (inputs @ vector).unsqueeze(-1) * (2.0 / vector.dot(vector) * vector)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         for vector in self.vectors:  # Qᵀ x = H_k ⋯ H_1 x

@@ -7,11 +7,7 @@ Two remedies remain, measured in docs/results.md:
 
 * :func:`select_candidate` (default 3 candidates): ``k`` freshly initialised charts are
   trained for a few epochs each and the one with the lowest validation reconstruction
-  error is kept and trained on (its optimiser state included). With tangent alignment
-  the candidates alternate between the tangent-aligned start (even candidates) and the
-  unrotated one (odd candidates: no rotation, random permutations): alignment gives the
-  better chart on most seeds of Table 2's configuration but the worse one on some seeds
-  of the polynomial surface (docs/results.md), and the probe lets the data choose;
+  error is kept and trained on (its optimiser state included);
 * restarts (``manifold_retries``, default 0): when :func:`check_manifold` fails, the
   schedules start the manifold phase again from fresh weights and keep the better attempt.
 
@@ -129,7 +125,7 @@ def warn_stall(check: ManifoldCheck, manifold_dim: int, attempts: int = 1) -> No
 def select_candidate(
     estimator: ManifoldFlowEstimator,
     make_phase: Callable[[], Phase],
-    reinitialize: Callable[[int], None],
+    reinitialize: Callable[[], None],
     candidates: int,
     probe_epochs: int,
     run_epochs: Callable[[Phase, int], list[EpochResult]],
@@ -137,15 +133,14 @@ def select_candidate(
     """Train ``candidates`` initialisations for ``probe_epochs`` each; keep the best.
 
     ``make_phase()`` builds a fresh manifold phase (its own optimiser) on the estimator's
-    parameters; ``reinitialize(k)`` draws new initial weights for the chart and encoder of
-    candidate k ≥ 1 (candidate 0 is the estimator as it is); ``run_epochs(phase, epochs)``
-    trains. Returns the winning phase, with the estimator holding the winner's weights,
-    ready to continue.
+    parameters; ``reinitialize()`` draws new initial weights for the chart and encoder;
+    ``run_epochs(phase, epochs)`` trains. Returns the winning phase, with the estimator
+    holding the winner's weights, ready to continue.
     """
     best: tuple[float, dict[str, Tensor], Phase] | None = None
     for candidate in range(candidates):
         if candidate > 0:
-            reinitialize(candidate)
+            reinitialize()
         phase = make_phase()
         results = run_epochs(phase, probe_epochs)
         loss = min(r.validation_loss for r in results) if results else float("inf")

@@ -19,7 +19,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -141,30 +140,14 @@ class _ManifoldSchedule(Schedule):
         phase.candidate = candidate if self.config.manifold_candidates > 1 else None
         return phase
 
-    def _start(self, candidate: int) -> str:
-        """How candidate ``candidate`` starts: "aligned" (the tangent alignment of the
-        estimator's config) or "unaligned" (no rotation, random permutations); with
-        alignment, odd candidates start unaligned (see :mod:`sbi_mflow.training.manifold`)."""
-        aligned = self.estimator.config.tangent_alignment and candidate % 2 == 0
-        return "aligned" if aligned else "unaligned"
-
-    def _reinitialize(self, inner: bool = False, candidate: int = 0) -> None:
+    def _reinitialize(self, inner: bool = False) -> None:
         """Fresh initial weights (and permutations) for the chart body and the encoder, and
-        for the inner flow if asked, started as :meth:`_start` says for ``candidate``."""
+        for the inner flow if asked."""
         index = self.data.train_indices
-        config = self.estimator.config
-        aligned = self._start(candidate) == "aligned"
-        if not aligned:
-            config = dataclasses.replace(config, tangent_alignment=False)
-        fresh = build_estimator(config, self.data.theta[index].cpu(), self.data.x[index].cpu())
+        fresh = build_estimator(self.estimator.config, self.data.theta[index].cpu(),
+                                self.data.x[index].cpu())
         self.estimator.chart.body.load_state_dict(fresh.chart.body.state_dict())
         self.estimator.encoder.load_state_dict(fresh.encoder.state_dict())
-        alignment = self.estimator.chart.alignment
-        if alignment is not None:
-            if aligned:
-                alignment.load_state_dict(fresh.chart.alignment.state_dict())
-            else:
-                alignment.unrotate()
         if inner:
             self.estimator.inner.load_state_dict(fresh.inner.state_dict())
 
@@ -219,10 +202,9 @@ class _ManifoldSchedule(Schedule):
 
             self.manifold = select_candidate(
                 self.estimator, lambda: self._manifold_phase(next(counter)),
-                lambda candidate: self._reinitialize(candidate=candidate), candidates,
-                probe if candidates > 1 else 0, run_epochs)
+                self._reinitialize, candidates, probe if candidates > 1 else 0,
+                run_epochs)
         self.selection = {"candidates": candidates, "probe_epochs": probe,
-                          "starts": [self._start(k) for k in range(candidates)],
                           "validation_reconstruction": losses,
                           "chosen": self.manifold.candidate}
 
@@ -321,8 +303,8 @@ class Alternating(_ManifoldSchedule):
         self.density, self.stopping = state["density"], state["stopping"]
         self.rounds_done = state["rounds_done"]
 
-    def _reinitialize(self, inner: bool = False, candidate: int = 0) -> None:
-        super()._reinitialize(inner, candidate)
+    def _reinitialize(self, inner: bool = False) -> None:
+        super()._reinitialize(inner)
         if inner:  # a fresh density phase and round counter for the new attempt
             self.density = Phase.create(
                 "density", list(self.estimator.inner.parameters()),
