@@ -10,6 +10,9 @@ the times include validation passes and everything else ``train`` does. Prints t
 of the whole runs (issue target: ≤ 0.25 on one CPU thread at batch 100) and writes JSON to
 ``benchmarks/results/training_<device>.json``.
 
+``--spline-stand-in`` replaces the spline of our couplings by a one-operation elementwise map
+(``benchmarks/spline_cost.py``): a bound on what any faster spline could give.
+
 Run: ``python benchmarks/training.py [--epochs 20] [--device cuda] [--threads 1]``.
 """
 
@@ -57,7 +60,16 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=TrainConfig.manifold_retries,
                         help="manifold_retries")
     parser.add_argument("--skip-nsf", action="store_true")
+    parser.add_argument("--spline-stand-in", action="store_true",
+                        help="diagnostic: our couplings use a one-operation elementwise map "
+                             "instead of the spline (a bound on what a faster spline gives)")
     args = parser.parse_args()
+    if args.spline_stand_in:
+        import sbi_mflow.flows.spline as spline_module
+        from benchmarks.spline_cost import elementwise_stand_in
+
+        # only our couplings call it; sbi's NSF uses nflows' own spline
+        spline_module.rational_quadratic_spline = elementwise_stand_in
     torch.set_num_threads(args.threads)
     compile_step = {"auto": "auto", "true": True, "false": False}[args.compile]
 
@@ -125,6 +137,7 @@ def main() -> None:
     defaults = (TrainConfig.manifold_candidates, TrainConfig.manifold_retries)
     chosen = (args.candidates, args.retries)
     tag = "" if chosen == defaults else f"_c{args.candidates}r{args.retries}"
+    tag += "_spline_stand_in" if args.spline_stand_in else ""
     path = write_result(f"training_{args.device.split(':')[0]}{tag}", {
         "settings": vars(args), "machine": machine(args.device),
         "md_seconds": ours_total, "md_epoch_seconds": seconds,
