@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,21 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sbi_mflow  # noqa: E402
 import sbi_mflow.flows.spline as spline_module  # noqa: E402
 from benchmarks._results import machine, write_result  # noqa: E402
+from benchmarks._timing import median_time  # noqa: E402
 from sbi_mflow.losses import ReconstructionLoss  # noqa: E402
 from simulators import ParticleDecay  # noqa: E402
 
 NUM_BINS = 8
 
 
-def _median_ms(function, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+def _median_ms(function, repeats: int) -> float:
+    return 1e3 * median_time(function, repeats)
 
 
 def elementwise_stand_in(inputs, unnormalized_widths, unnormalized_heights,
