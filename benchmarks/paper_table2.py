@@ -123,7 +123,7 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     inference.append_simulations(data["theta"], data["x"])
     options = dict(schedule=schedule, max_num_epochs=args.epochs, stop_after_epochs=args.epochs,
                    manifold_candidates=args.candidates, manifold_retries=args.retries,
-                   training_batch_size=args.batch)
+                   training_batch_size=args.batch, manifold_learning_rate=args.manifold_lr)
     if schedule == "sequential":
         options["density_epochs"] = args.density_epochs
     return inference.train(**options)
@@ -197,7 +197,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
 def _budget(args: argparse.Namespace) -> dict:
     keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
             "hidden_features", "bins", "linear_layer", "alignment", "candidates", "retries",
-            "batch")
+            "batch", "manifold_lr")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retries", type=int, default=TrainConfig.manifold_retries,
                         help="restarts of the manifold phase when the stall check fails")
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--manifold-lr", type=float,
+                        help="learning rate of the manifold phase (default: the library's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
@@ -284,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in budget.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.manifold_lr is None:
+        args.manifold_lr = TrainConfig(training_batch_size=args.batch).resolved(
+            torch.device(args.device)).manifold_learning_rate
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if not args.report:

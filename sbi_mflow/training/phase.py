@@ -46,9 +46,10 @@ class EpochResult:
         return self.validation["total"]
 
 
-def _optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(parameters: list[nn.Parameter], config: TrainConfig,
+               learning_rate: float) -> torch.optim.Optimizer:
     """AdamW; the fused implementation (one kernel per step) where torch has it."""
-    options = dict(lr=config.learning_rate, weight_decay=config.weight_decay)
+    options = dict(lr=learning_rate, weight_decay=config.weight_decay)
     try:
         return torch.optim.AdamW(parameters, fused=True, **options)
     except (RuntimeError, ValueError):
@@ -75,8 +76,10 @@ class Phase:
 
     @classmethod
     def create(cls, name: str, parameters: list[nn.Parameter], loss: Loss, data: TrainingData,
-               epochs: int, config: TrainConfig, compile_step: bool = False) -> Phase:
-        optimizer = _optimizer(parameters, config)
+               epochs: int, config: TrainConfig, compile_step: bool = False,
+               learning_rate: float | None = None) -> Phase:
+        """``learning_rate``: AdamW's (default ``config.learning_rate``)."""
+        optimizer = _optimizer(parameters, config, learning_rate or config.learning_rate)
         if getattr(loss, "scandal_weight", 0.0) > 0:
             compile_step = False  # the score term needs double backward, which compile lacks
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)

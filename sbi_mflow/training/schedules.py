@@ -136,7 +136,8 @@ class _ManifoldSchedule(Schedule):
     def _manifold_phase(self, candidate: int) -> Phase:
         phase = Phase.create(
             "manifold", _manifold_parameters(self.estimator), self.reconstruction, self.data,
-            self.manifold_epochs, self.config, compile_step=self.config.compile)
+            self.manifold_epochs, self.config, compile_step=self.config.compile,
+            learning_rate=self.config.manifold_learning_rate)
         phase.candidate = candidate if self.config.manifold_candidates > 1 else None
         return phase
 
