@@ -12,6 +12,8 @@ trainer's stall check, and the wall time. Variants:
 * ``candidates``: no tangent alignment, the best of 3 candidate initialisations, no restart;
 * ``aligned-candidates-retries``: tangent alignment, 3 candidates and up to two restarts
   from fresh weights when the stall check fails (the library defaults until 2dc811e);
+* ``manifold-lr-1e-2``: the library defaults with the manifold phase's learning rate at
+  1e-2 instead of the default 3 × 1e-3;
 * ``default``: the library defaults of the commit that runs.
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:
@@ -45,6 +47,7 @@ VARIANTS = {
                    dict(manifold_candidates=3, manifold_retries=0)),
     "aligned-candidates-retries": (dict(tangent_alignment=True),
                                    dict(manifold_candidates=3, manifold_retries=2)),
+    "manifold-lr-1e-2": ({}, dict(manifold_learning_rate=1e-2)),
     "default": ({}, {}),  # the library defaults of the commit that runs
 }
 
