@@ -39,7 +39,8 @@ __all__ = ["main"]
 
 
 def _training(args: argparse.Namespace) -> dict[str, Any]:
-    return {"density_epochs": args.density_epochs}
+    return {"density_epochs": args.density_epochs, "learning_rate": args.learning_rate,
+            "manifold_learning_rate": args.manifold_learning_rate}
 
 
 def _architecture(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,6 +58,10 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int,
                             "run on cached encodings); default: half of --epochs")
     group.add_argument("--schedule", default="auto",
                        choices=["auto", "sequential", "alternating", "simultaneous"])
+    group.add_argument("--learning-rate", type=float,
+                       help="AdamW's (density phase of M/D); default 1e-3·√(batch/100)")
+    group.add_argument("--manifold-learning-rate", type=float,
+                       help="AdamW's in the manifold phase; default 3 × --learning-rate")
     group.add_argument("--outer-layers", type=int, default=5)
     group.add_argument("--inner-layers", type=int, default=3)
     group.add_argument("--hidden-features", type=int, default=32)
@@ -203,6 +208,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     results.update(_write_posterior(out, idata, samples, ["theta"], reference.numpy(),
                                     true_theta.numpy()))
     write_json(out / "run.json", {"simulator": "polynomial-surface", "model": "mflow",
+                                  "train_config": inference.summary["train_config"],
                                   "summary": inference.summary["phases"]})
     write_json(out / "summary.json", results)
     print(f"\n{results.pop('arviz_summary')}\n")
@@ -250,6 +256,7 @@ def run_train(args: argparse.Namespace) -> None:
         errors = estimator.reconstruction_error(x[-min(len(x), 2000):].to(args.device))
     run.update({"data_dim": x.shape[1], "param_dim": theta.shape[1],
                 "manifold_dim": manifold_dim, "reconstruction_error_mean": float(errors.mean()),
+                "train_config": inference.summary["train_config"],
                 "summary": inference.summary["phases"]})
     write_json(out / "run.json", run)
     print(f"trained {args.model} (n={manifold_dim}); mean reconstruction error "

@@ -51,11 +51,14 @@ def test_train_then_infer_round_trip_on_data_files(tmp_path):
     run = tmp_path / "run"
     result = _cli("train", "--theta", str(tmp_path / "theta.npy"), "--x", str(tmp_path / "x.npy"),
                   "--manifold-dim", "1", "--prior-low", "-1", "--prior-high", "1",
-                  "--out", str(run), *TINY_TRAINING)
+                  "--out", str(run), "--learning-rate", "2e-3", "--manifold-learning-rate",
+                  "5e-3", *TINY_TRAINING)
     assert result.returncode == 0, result.stderr
     assert {"model.pt", "run.json", "training.png"} <= {p.name for p in run.iterdir()}
-    assert json.loads((run / "run.json").read_text())["prior_box"] == {"low": [-1.0],
-                                                                       "high": [1.0]}
+    record = json.loads((run / "run.json").read_text())
+    assert record["prior_box"] == {"low": [-1.0], "high": [1.0]}
+    assert record["train_config"]["learning_rate"] == 2e-3
+    assert record["train_config"]["manifold_learning_rate"] == 5e-3
     post = tmp_path / "post"
     result = _cli("infer", "--model", str(run), "--x-o", str(tmp_path / "x_o.npy"),
                   "--out", str(post), "--quiet", *TINY_SAMPLING)
