@@ -34,6 +34,7 @@ from sbi_mflow.pipeline import (
     write_json,
 )
 from sbi_mflow.plots import plot_manifold, plot_posterior, plot_trace, plot_training
+from sbi_mflow.training.config import MANIFOLD_RATE_FACTOR
 
 __all__ = ["main"]
 
@@ -61,7 +62,8 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int,
     group.add_argument("--learning-rate", type=float,
                        help="AdamW's (density phase of M/D); default 1e-3·√(batch/100)")
     group.add_argument("--manifold-learning-rate", type=float,
-                       help="AdamW's in the manifold phase; default 3 × --learning-rate")
+                       help="AdamW's in the manifold phase; default "
+                            f"{MANIFOLD_RATE_FACTOR:g} × --learning-rate")
     group.add_argument("--outer-layers", type=int, default=5)
     group.add_argument("--inner-layers", type=int, default=3)
     group.add_argument("--hidden-features", type=int, default=32)
