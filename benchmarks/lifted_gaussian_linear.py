@@ -51,7 +51,8 @@ def simulator(theta: torch.Tensor) -> torch.Tensor:
 
 def run_mflow(args, theta, y, observations) -> dict:
     torch.manual_seed(args.seed)
-    build = sbi_mflow.manifold_likelihood_nn("mflow", DIM, outer_layers=args.outer_layers)
+    build = sbi_mflow.manifold_likelihood_nn("mflow", DIM, outer_layers=args.outer_layers,
+                                             hidden_features=args.hidden_features)
     inference = sbi_mflow.ManifoldNLE(prior(), density_estimator=build,
                                       show_progress_bars=False, tracker=NullTracker())
     start = time.perf_counter()
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=50, help="M-flow max_num_epochs")
     parser.add_argument("--outer-layers", type=int, default=5)
+    parser.add_argument("--hidden-features", type=int,
+                        default=sbi_mflow.ManifoldFlowConfig.hidden_features,
+                        help="width of the M-flow's conditioner nets (library default)")
     parser.add_argument("--methods", default="mflow,nle")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -147,6 +151,8 @@ def main() -> None:
         results["margins"] = margins
     methods = sorted(m for m in ("mflow", "nle") if m in args.methods)
     name = "lifted_gaussian_linear" + ("" if len(methods) == 2 else f"_{methods[0]}")
+    if args.hidden_features != sbi_mflow.ManifoldFlowConfig.hidden_features:
+        name += f"_hidden{args.hidden_features}"
     path = write_result(name + ("_quick" if args.quick else ""),
                         {"settings": vars(args), "machine": machine(), "results": results})
     print(f"wrote {path}")

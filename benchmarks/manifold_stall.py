@@ -14,6 +14,7 @@ trainer's stall check, and the wall time. Variants:
   from fresh weights when the stall check fails (the library defaults until 2dc811e);
 * ``manifold-lr-1e-2``: the library defaults with the manifold phase's learning rate at
   1e-2 instead of the default 3 × 1e-3;
+* ``hidden-100``: the library defaults with conditioner nets 100 wide (the paper's) instead of 64;
 * ``default``: the library defaults of the commit that runs.
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:
@@ -48,6 +49,7 @@ VARIANTS = {
     "aligned-candidates-retries": (dict(tangent_alignment=True),
                                    dict(manifold_candidates=3, manifold_retries=2)),
     "manifold-lr-1e-2": ({}, dict(manifold_learning_rate=1e-2)),
+    "hidden-100": (dict(hidden_features=100), {}),
     "default": ({}, {}),  # the library defaults of the commit that runs
 }
 

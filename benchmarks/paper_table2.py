@@ -87,12 +87,16 @@ def _data(simulator: PolynomialSurface, args: argparse.Namespace, seed: int) -> 
     """Training simulations (seeded per run) and the shared evaluation data (seed 1000)."""
     torch.manual_seed(seed)
     theta = simulator.prior.sample((args.simulations,))
-    x = simulator(theta)
+    score = None
+    if args.scandal_weight:
+        x, score = simulator.simulate_with_score(theta)
+    else:
+        x = simulator(theta)
     torch.manual_seed(1000)
     theta0 = simulator.default_theta.expand(1000, 1)
     x_test = simulator(theta0)
     x_ood = simulator(theta0) + 0.1 * torch.randn(1000, 3)
-    return dict(theta=theta, x=x, x_test=x_test, x_ood=x_ood, x_obs=x_test[:20])
+    return dict(theta=theta, x=x, score=score, x_test=x_test, x_ood=x_ood, x_obs=x_test[:20])
 
 
 def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
@@ -120,10 +124,11 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     )
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False,
                                       device=device, tracker=NullTracker())
-    inference.append_simulations(data["theta"], data["x"])
+    inference.append_simulations(data["theta"], data["x"], score=data["score"])
     options = dict(schedule=schedule, max_num_epochs=args.epochs, stop_after_epochs=args.epochs,
                    manifold_candidates=args.candidates, manifold_retries=args.retries,
-                   training_batch_size=args.batch, manifold_learning_rate=args.manifold_lr)
+                   training_batch_size=args.batch, manifold_learning_rate=args.manifold_lr,
+                   scandal_weight=args.scandal_weight)
     if schedule == "sequential":
         options["density_epochs"] = args.density_epochs
     return inference.train(**options)
@@ -198,6 +203,8 @@ def _budget(args: argparse.Namespace) -> dict:
     keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
             "hidden_features", "bins", "linear_layer", "alignment", "candidates", "retries",
             "batch", "manifold_lr")
+    # Only when used, so that the cache keys of the runs without SCANDAL stay as they were.
+    keys += ("scandal_weight",) if args.scandal_weight else ()
     return {k: getattr(args, k) for k in keys}
 
 
@@ -271,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--manifold-lr", type=float,
                         help="learning rate of the manifold phase (default: the library's)")
+    parser.add_argument("--scandal-weight", type=float, default=0.0,
+                        help="SCANDAL weight α of the manifold models' density phase, with "
+                             "the simulator's joint scores (not a row of the paper's Table 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
