@@ -15,6 +15,8 @@ trainer's stall check, and the wall time. Variants:
 * ``manifold-lr-1e-2``: the library defaults with the manifold phase's learning rate at
   1e-2 instead of the default 3 × 1e-3;
 * ``hidden-100``: the library defaults with conditioner nets 100 wide (the paper's) instead of 64;
+* ``no-graph-layer``: the library defaults without the chart's graph layer (the defaults
+  before 0.2.0.dev2);
 * ``default``: the library defaults of the commit that runs.
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:
@@ -50,6 +52,7 @@ VARIANTS = {
                                    dict(manifold_candidates=3, manifold_retries=2)),
     "manifold-lr-1e-2": ({}, dict(manifold_learning_rate=1e-2)),
     "hidden-100": (dict(hidden_features=100), {}),
+    "no-graph-layer": (dict(graph_layer=False), {}),
     "default": ({}, {}),  # the library defaults of the commit that runs
 }
 

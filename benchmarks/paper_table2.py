@@ -120,7 +120,7 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     build = sbi_mflow.manifold_likelihood_nn(
         model, 2, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
         hidden_features=args.hidden_features, num_bins=args.bins, linear_layer=args.linear_layer,
-        tangent_alignment=args.alignment,
+        tangent_alignment=args.alignment, graph_layer=args.graph_layer,
     )
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, show_progress_bars=False,
                                       device=device, tracker=NullTracker())
@@ -203,8 +203,10 @@ def _budget(args: argparse.Namespace) -> dict:
     keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
             "hidden_features", "bins", "linear_layer", "alignment", "candidates", "retries",
             "batch", "manifold_lr")
-    # Only when used, so that the cache keys of the runs without SCANDAL stay as they were.
+    # Only when used, so that the cache keys of the runs without SCANDAL or without the graph
+    # layer (all runs before it existed) stay as they were.
     keys += ("scandal_weight",) if args.scandal_weight else ()
+    keys += ("graph_layer",) if args.graph_layer else ()
     return {k: getattr(args, k) for k in keys}
 
 
@@ -271,6 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alignment", action=argparse.BooleanOptionalAction,
                         default=ManifoldFlowConfig.tangent_alignment,
                         help="tangent alignment of the chart (library default: on)")
+    parser.add_argument("--graph-layer", action=argparse.BooleanOptionalAction,
+                        default=ManifoldFlowConfig.graph_layer,
+                        help="the chart's graph layer (library default: on)")
     parser.add_argument("--candidates", type=int, default=TrainConfig.manifold_candidates,
                         help="candidate initialisations of the manifold phase")
     parser.add_argument("--retries", type=int, default=TrainConfig.manifold_retries,

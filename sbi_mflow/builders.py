@@ -16,7 +16,7 @@ from sbi_mflow.flows.alignment import HouseholderAlignment, tangent_frame
 from sbi_mflow.flows.chart import Chart, Standardization
 from sbi_mflow.flows.encoder import ChartEncoder, NetworkEncoder
 from sbi_mflow.flows.inner import InnerFlow
-from sbi_mflow.flows.stack import build_spline_stack
+from sbi_mflow.flows.stack import build_spline_stack, graph_coupling
 from sbi_mflow.flows.volume import ManifoldVolume, OffManifoldGaussian, VolumeTerm
 from sbi_mflow.losses import Loss, NegativeLogLikelihood, SimultaneousLoss
 from sbi_mflow.validation import check_finite
@@ -50,6 +50,11 @@ def _chart(config: ManifoldFlowConfig, batch_x: Tensor | None) -> Chart:
     body = build_spline_stack(config.data_dim, config.outer_layers, context_features=context,
                               compose_to_identity=config.tangent_alignment,
                               **_spline_options(config))
+    if config.graph_layer:  # first in the data → latent direction, on aligned coordinates
+        body.insert(0, graph_coupling(
+            config.data_dim, config.manifold_dim, context_features=context,
+            hidden_features=config.hidden_features, num_blocks=config.num_blocks,
+            dropout=config.dropout))
     standardize = Standardization.from_data(batch_x, config.data_dim)
     alignment = None
     if config.tangent_alignment:
@@ -156,7 +161,8 @@ def manifold_likelihood_nn(model: str, manifold_dim: int, **options: Any) -> Man
             ``inner_layers`` (5), ``hidden_features`` (64), ``num_blocks`` (2),
             ``num_bins`` (8), ``tail_bound`` (6.0), ``linear_layer`` ("permutation" or
             "lu"), ``encoder_hidden_features`` (100), ``encoder_blocks`` (5),
-            ``epsilon`` (0.01), ``reconstruction_weight`` (1000.0), ``dropout`` (0.0).
+            ``epsilon`` (0.01), ``reconstruction_weight`` (1000.0), ``dropout`` (0.0),
+            ``tangent_alignment`` (True), ``graph_layer`` (True).
 
     Returns:
         ``build(batch_theta, batch_x)``; pass it as ``NLE(prior, density_estimator=build)``.

@@ -41,6 +41,12 @@ class ManifoldFlowConfig:
             coordinates begin on the manifold (:mod:`sbi_mflow.flows.alignment`). With the
             default 3 candidate initialisations it gave lower held-out reconstruction
             errors on 22 of 26 Table 2 seeds (12–32% lower per row; docs/results.md).
+        graph_layer: make the chart's first layer (after the alignment) an additive
+            coupling (a, b) ↦ (a, b + μ(a)) of the d − n normal coordinates b on the n
+            tangent ones a, so that the chart can represent a manifold that is the graph
+            of a function over its tangent plane with one layer
+            (:func:`~sbi_mflow.flows.stack.graph_coupling`); see docs/results.md for what
+            it changed.
     """
 
     model: str
@@ -60,6 +66,7 @@ class ManifoldFlowConfig:
     reconstruction_weight: float = 1000.0
     dropout: float = 0.0
     tangent_alignment: bool = True
+    graph_layer: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

@@ -90,6 +90,7 @@ def load(
     if version == 1:
         state = _upgrade_v1(dict(state))
         values["tangent_alignment"] = False  # introduced in version 2
+    values.setdefault("graph_layer", False)  # files written before 0.2.0.dev2 have none
     config = ManifoldFlowConfig.from_dict(values)
     estimator = build_estimator(config)
     estimator.load_state_dict(state)

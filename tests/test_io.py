@@ -73,3 +73,17 @@ def test_newer_format_versions_are_refused_with_the_version(tmp_path):
     torch.save(payload, path)
     with pytest.raises(ValueError, match="format version 99"):
         sbi_mflow.load(path)
+
+
+def test_files_written_before_the_graph_layer_load_without_it(tmp_path):
+    """A version-2 file from before ``graph_layer`` existed has no such key: it loads as a
+    chart without the layer, with the same log-likelihood."""
+    estimator = perturbed_estimator("mflow", 4, 2, scale=0.1, graph_layer=False)
+    path = sbi_mflow.save(estimator, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["graph_layer"]
+    torch.save(payload, path)
+    loaded = sbi_mflow.load(path).double()
+    assert not loaded.config.graph_layer
+    x, theta = torch.randn(5, 4, dtype=torch.float64), torch.rand(5, 1, dtype=torch.float64)
+    torch.testing.assert_close(loaded.log_prob(x, theta), estimator.log_prob(x, theta))

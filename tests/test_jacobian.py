@@ -3,7 +3,9 @@
 import pytest
 import torch
 from helpers import perturbed_estimator
+from nflows.transforms import AdditiveCouplingTransform
 
+from sbi_mflow.flows.spline import SplineCoupling
 from sbi_mflow.jacobian import batched_jacobian, log_det_gram
 
 
@@ -54,10 +56,16 @@ def test_batched_jacobian_of_linear_map_is_the_matrix():
 
 
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_log_det_metric_gradient_matches_finite_differences(mode):
-    estimator = perturbed_estimator("mflow", 3, 2, scale=0.1)
+@pytest.mark.parametrize("layer", ["spline", "graph"])
+def test_log_det_metric_gradient_matches_finite_differences(mode, layer):
+    # d = 4: with d = 3, n = 2 the test estimator's cyclic permutations send the first
+    # latent coordinate straight onto the normal one, and the graph layer's shear then
+    # leaves det JᵀJ unchanged (it adds multiples of one column to the other)
+    estimator = perturbed_estimator("mflow", 4, 2, scale=0.1)
     u = torch.randn(4, 2, dtype=torch.float64)
-    parameter = next(p for p in estimator.chart.body.parameters() if p.dim() == 2)
+    kind = SplineCoupling if layer == "spline" else AdditiveCouplingTransform
+    module = next(m for m in estimator.chart.body.modules() if isinstance(m, kind))
+    parameter = next(p for p in module.parameters() if p.dim() == 2)
     estimator.log_det_metric(u, mode=mode).sum().backward()
     analytic = parameter.grad[0, 0].item()
     step = 1e-6

@@ -7,7 +7,7 @@ import torch
 from nflows.transforms import Permutation
 
 from sbi_mflow.flows.spline import SplineCoupling
-from sbi_mflow.flows.stack import build_spline_stack
+from sbi_mflow.flows.stack import build_spline_stack, graph_coupling
 
 
 def _transformed_per_coupling(layers) -> list[set[int]]:
@@ -67,3 +67,28 @@ def test_two_features_learn_a_theta_dependent_second_coordinate():
         # ½(σ² + 4·E[θ²] − 1) − log σ = ½(0.25 + 4/3 − 1) + log 2 ≈ 0.99 nats; 0.3 leaves room
         # for 300 Adam steps of optimisation error while failing any flow that ignores u₂
         assert nll - true_nll < 0.3, (seed, float(nll), float(true_nll))
+
+
+def test_graph_coupling_starts_as_the_identity_and_is_a_unit_shear():
+    """(a, b) ↦ (a, b + μ(a)): the identity at initialisation; with trained (here random)
+    weights its float64 autograd Jacobian is [[I, 0], [∂μ/∂a, I]], so log|det| = 0."""
+    torch.manual_seed(0)
+    layer = graph_coupling(5, 2, context_features=None, hidden_features=8, num_blocks=1)
+    layer = layer.double()
+    x = torch.randn(7, 5, dtype=torch.float64)
+    y, logabsdet = layer(x)
+    assert torch.equal(y, x) and torch.equal(logabsdet, torch.zeros(7, dtype=torch.float64))
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    y, logabsdet = layer(x)
+    assert not torch.allclose(y[:, 2:], x[:, 2:])
+    torch.testing.assert_close(y[:, :2], x[:, :2], rtol=0, atol=0)
+    for point in x:
+        jacobian = torch.autograd.functional.jacobian(lambda p: layer(p.unsqueeze(0))[0][0],
+                                                      point)
+        torch.testing.assert_close(jacobian[:2], torch.eye(5, dtype=torch.float64)[:2])
+        torch.testing.assert_close(jacobian[2:, 2:], torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(logabsdet, torch.zeros(7, dtype=torch.float64))
+    inverse, _ = layer.inverse(y)
+    torch.testing.assert_close(inverse, x)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from nflows.nn.nets import ResidualNet
 from nflows.transforms import (
+    AdditiveCouplingTransform,
     LULinear,
     Permutation,
     Transform,
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from sbi_mflow.flows.spline import SplineCoupling
 
-__all__ = ["StableLULinear", "build_spline_stack"]
+__all__ = ["StableLULinear", "build_spline_stack", "graph_coupling"]
 
 
 class StableLULinear(LULinear):
@@ -138,3 +139,33 @@ def build_spline_stack(
         )
     layers.append(linear[-1])
     return layers
+
+
+def graph_coupling(
+    features: int,
+    manifold_dim: int,
+    *,
+    context_features: int | None,
+    hidden_features: int,
+    num_blocks: int,
+    dropout: float = 0.0,
+) -> AdditiveCouplingTransform:
+    """(a, b) ↦ (a, b + μ(a)), a the first n coordinates, b the other d − n (log|det| = 0).
+
+    In the chart's aligned coordinates (a tangent, b normal) the set f(x) ∈ {b = −μ(a)} is
+    the graph of a learned function over the tangent space, so one layer can represent any
+    manifold that is a graph over its average tangent plane. μ starts at zero (the last
+    layer of its net is zero-initialised): the layer starts as the identity.
+    """
+    mask = torch.zeros(features)
+    mask[manifold_dim:] = 1.0
+
+    def conditioner(in_features: int, out_features: int) -> ResidualNet:
+        net = ResidualNet(in_features, out_features, hidden_features=hidden_features,
+                          context_features=context_features, num_blocks=num_blocks,
+                          dropout_probability=dropout)
+        torch.nn.init.zeros_(net.final_layer.weight)
+        torch.nn.init.zeros_(net.final_layer.bias)
+        return net
+
+    return AdditiveCouplingTransform(mask, conditioner)
