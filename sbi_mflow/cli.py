@@ -21,6 +21,7 @@ import torch
 import sbi_mflow
 from sbi_mflow import metrics
 from sbi_mflow.cli_simulate import add_simulate_command, run_simulate, training_data_from_store
+from sbi_mflow.config import ManifoldFlowConfig
 from sbi_mflow.pipeline import (
     SIMULATORS,
     CommandError,
@@ -66,7 +67,9 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int,
                             f"{MANIFOLD_RATE_FACTOR:g} × --learning-rate")
     group.add_argument("--outer-layers", type=int, default=5)
     group.add_argument("--inner-layers", type=int, default=3)
-    group.add_argument("--hidden-features", type=int, default=32)
+    group.add_argument("--hidden-features", type=int,
+                       default=ManifoldFlowConfig.hidden_features,
+                       help="width of the conditioner nets (default: the library's)")
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
