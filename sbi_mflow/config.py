@@ -45,8 +45,9 @@ class ManifoldFlowConfig:
             coupling (a, b) ↦ (a, b + μ(a)) of the d − n normal coordinates b on the n
             tangent ones a, so that the chart can represent a manifold that is the graph
             of a function over its tangent plane with one layer
-            (:func:`~sbi_mflow.flows.stack.graph_coupling`); see docs/results.md for what
-            it changed.
+            (:func:`~sbi_mflow.flows.stack.graph_coupling`). It gave lower held-out
+            reconstruction errors on 32 of 40 Table 2 runs and 8 of 10 PolynomialSurface
+            stall seeds (docs/results.md).
     """
 
     model: str

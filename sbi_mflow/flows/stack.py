@@ -152,10 +152,15 @@ def graph_coupling(
 ) -> AdditiveCouplingTransform:
     """(a, b) ↦ (a, b + μ(a)), a the first n coordinates, b the other d − n (log|det| = 0).
 
-    In the chart's aligned coordinates (a tangent, b normal) the set f(x) ∈ {b = −μ(a)} is
-    the graph of a learned function over the tangent space, so one layer can represent any
-    manifold that is a graph over its average tangent plane. μ starts at zero (the last
-    layer of its net is zero-initialised): the layer starts as the identity.
+    In the chart's aligned coordinates (a tangent, b normal) the points this layer maps to
+    b + μ(a) = 0 form the graph b = −μ(a) of a learned function over the tangent space, so
+    one layer represents any manifold that is a graph over its average tangent plane (the
+    later layers only refine it). μ starts at zero (the last layer of its net is
+    zero-initialised), so the layer starts as the identity and the alignment survives.
+
+    References:
+        Dinh, Krueger, Bengio. NICE: Non-linear independent components estimation. 2014
+        (additive coupling).
     """
     mask = torch.zeros(features)
     mask[manifold_dim:] = 1.0
