@@ -35,6 +35,7 @@ from sbi_mflow.pipeline import (
     write_json,
 )
 from sbi_mflow.plots import plot_manifold, plot_posterior, plot_trace, plot_training
+from sbi_mflow.sampling.config import NUTSConfig
 from sbi_mflow.training.config import MANIFOLD_RATE_FACTOR
 
 __all__ = ["main"]
@@ -76,9 +77,13 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("posterior sampling (Pyro NUTS)")
     group.add_argument("--num-samples", type=int, default=1000, help="draws over all chains")
     group.add_argument("--chains", type=int, default=None,
-                       help="NUTS chains (default: the sampler's, 20; more chains give "
-                            "stabler mode shares)")
-    group.add_argument("--warmup", type=int, default=200, help="adaptation steps per chain")
+                       help=f"NUTS chains (default: the sampler's, {NUTSConfig.num_chains}; "
+                            "more chains give stabler mode shares)")
+    group.add_argument("--thin", type=int, default=None,
+                       help="keep every k-th transition (default: the sampler's, so that "
+                            f"each chain runs ≥ {NUTSConfig.min_transitions} transitions)")
+    group.add_argument("--warmup", type=int, default=NUTSConfig.warmup_steps,
+                       help="adaptation steps per chain")
 
 
 def _add_common(parser: argparse.ArgumentParser, default_out: str | None = None) -> None:
@@ -142,6 +147,8 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {"warmup_steps": args.warmup}
     if args.chains is not None:
         options["num_chains"] = args.chains
+    if args.thin is not None:
+        options["thin"] = args.thin
     return options
 
 

@@ -27,6 +27,7 @@ ParticleDecay posterior.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS
 from torch import Tensor
 
+from sbi_mflow.sampling.adaptation import PooledMassMatrix
 from sbi_mflow.sampling.config import NUTSConfig
 from sbi_mflow.sampling.lockstep import LockstepChains
 from sbi_mflow.sampling.record import (
@@ -62,6 +64,7 @@ class ChainResult:
         wall_time: seconds for all chains.
         chain_mode: "independent" or "product".
         inverse_mass_matrices: per chain, the adapted (diagonal or dense) inverse mass matrix.
+        thin: transitions per kept draw.
     """
 
     samples: Tensor
@@ -71,6 +74,7 @@ class ChainResult:
     wall_time: float
     chain_mode: str
     inverse_mass_matrices: list[Tensor] = field(default_factory=list)
+    thin: int = 1
 
     @property
     def stats(self) -> dict[str, np.ndarray]:
@@ -82,8 +86,29 @@ class ChainResult:
         """Divergent transitions, each chain's counted once."""
         return sum(t.divergent for chain in self.transitions for t in chain)
 
+    def thinned(self, thin: int) -> ChainResult:
+        """Every ``thin``-th draw, the last of each window of ``thin`` transitions; a kept
+        draw's record is flagged divergent when any transition of its window diverged."""
+        if thin == 1:
+            return self
+        transitions = []
+        for chain in self.transitions:
+            kept = []
+            for end in range(thin - 1, len(chain), thin):
+                window = chain[end - thin + 1 : end + 1]
+                kept.append(dataclasses.replace(
+                    chain[end], divergent=any(t.divergent for t in window)
+                ))
+            transitions.append(kept)
+        return dataclasses.replace(
+            self, samples=self.samples[:, thin - 1 :: thin].contiguous(),
+            transitions=transitions, thin=thin,
+        )
+
 
 def _kernel(potential_fn, config: NUTSConfig, recorder: TransitionRecorder):
+    """Pyro's NUTS or HMC kernel; a product state of several chains with
+    ``pooled_mass_matrix`` gets a :class:`PooledMassMatrix`."""
     common = dict(
         potential_fn=potential_fn, step_size=config.step_size, adapt_step_size=True,
         adapt_mass_matrix=True, full_mass=config.full_mass,
@@ -93,7 +118,10 @@ def _kernel(potential_fn, config: NUTSConfig, recorder: TransitionRecorder):
         kernel = NUTS(max_tree_depth=config.max_tree_depth, **common)
     else:
         kernel = HMC(num_steps=config.num_steps, **common)
-    kernel.mass_matrix_adapter = RecordingMassMatrix(recorder)
+    if config.pooled_mass_matrix and recorder.num_chains > 1:
+        kernel.mass_matrix_adapter = PooledMassMatrix(recorder, recorder.num_chains)
+    else:
+        kernel.mass_matrix_adapter = RecordingMassMatrix(recorder)
     return kernel
 
 
@@ -127,7 +155,8 @@ def run_chains(
             values in z's dtype out).
         inits: starting points (num_chains, p) in the unconstrained space; their dtype is
             the sampler's (float64 recommended).
-        num_draws: kept draws per chain.
+        num_draws: kept draws per chain (each chain runs ``config.thin_for(num_draws)`` ×
+            as many transitions after warm-up).
         config: sampler settings (default :class:`NUTSConfig`); ``num_chains`` is taken
             from ``inits``.
         overrides: changes to ``config`` for this call (e.g. ``warmup_steps=100``).
@@ -146,10 +175,10 @@ def run_chains(
         # Pyro switches distribution validation off and on inside MCMC.run and during
         # warm-up; keep it off for the whole run and restore the caller's setting after.
         with pyro.validation_enabled(False):
-            if config.chain_mode == "product" and inits.shape[0] > 1:
-                result = _run_product(energy, inits, num_draws, config)
-            else:
-                result = _run_independent(energy, inits, num_draws, config)
+            run = (_run_product if config.chain_mode == "product" and inits.shape[0] > 1
+                   else _run_independent)
+            thin = config.thin_for(num_draws)
+            result = run(energy, inits, num_draws * thin, config).thinned(thin)
     finally:
         torch.set_num_threads(previous_threads)
     result.wall_time = time.perf_counter() - start

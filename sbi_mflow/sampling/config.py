@@ -30,18 +30,35 @@ class NUTSConfig:
         method: "nuts" or "hmc".
         num_chains: chains. Each starts from a draw of sampling-importance-resampling
             (SIR) from ``num_init_candidates`` prior draws, so chains land in the modes of
-            a multimodal posterior in proportion to their mass; the share of draws per mode
-            is then quantised to multiples of 1/num_chains, hence 20 by default (measured
-            cost in docs/results.md: all chains' potentials are evaluated in one batch, so
-            20 chains cost far less than 5× what 4 do).
+            a multimodal posterior in proportion to their mass; where NUTS cannot cross
+            between modes, the share of draws per mode is quantised to multiples of
+            1/num_chains (``ModeDisagreementWarning`` says so): use more chains there.
+            10 by default: all chains' potentials are evaluated in one batch, so in the
+            product mode 10 chains cost ~1.5× the leapfrog steps of 4 for 2.5× the draws,
+            and 20 chains ~3.5× (docs/results.md).
         warmup_steps: adaptation steps per chain (Stan's windowed adaptation in Pyro: dual
             averaging of the step size to ``target_accept_prob``, then a diagonal or dense
             mass matrix); discarded.
+        thin: keep every ``thin``-th transition after warm-up (sbi's ``thin``); a chain
+            then runs ``thin`` × its kept draws. None (default): the smallest thinning with
+            which each chain runs at least ``min_transitions`` transitions
+            (:meth:`thin_for`), so a request for few draws still gets chains long enough
+            for R̂ and ESS to mean something, and a request for many is not thinned.
+        min_transitions: post-warm-up transitions per chain at least, with ``thin=None``.
+            Measured on the demo's posterior (docs/results.md): a 1-D posterior with a
+            second mode 2 nats above the first, which NUTS leaves only when a momentum
+            draw carries that much energy, so a few % of transitions cross; at 1000
+            transitions × 4 chains, R̂ < 1.01 and bulk ESS > 600 for 1000 draws.
         target_accept_prob: target of the step-size adaptation.
         max_tree_depth: NUTS's maximal number of trajectory doublings (≤ 2^depth − 1
             leapfrog steps per transition).
         step_size: initial step size (Pyro then finds a reasonable one and adapts it).
         num_steps: HMC's leapfrog steps per transition (unused by NUTS).
+        pooled_mass_matrix: product mode: every chain gets the same diagonal mass matrix,
+            the variance of all chains' warm-up draws together
+            (:class:`~sbi_mflow.sampling.adaptation.PooledMassMatrix`), instead of one
+            adapted on its own draws; a chain that warms up in one mode of a multimodal
+            posterior then still takes steps long enough to leave it.
         full_mass: dense instead of diagonal mass matrix (independent chains only: a dense
             matrix over the product space would couple the chains).
         chain_mode: "product" (default) or "independent", see :data:`CHAIN_MODES`. Measured
@@ -68,12 +85,15 @@ class NUTSConfig:
     """
 
     method: str = "nuts"
-    num_chains: int = 20
+    num_chains: int = 10
     warmup_steps: int = 200
+    thin: int | None = None
+    min_transitions: int = 1000
     target_accept_prob: float = 0.8
     max_tree_depth: int = 10
     step_size: float = 0.5
     num_steps: int = 10
+    pooled_mass_matrix: bool = True
     full_mass: bool = False
     chain_mode: str = "product"
     num_init_candidates: int = 10_000
@@ -89,7 +109,8 @@ class NUTSConfig:
             raise ValueError(
                 f"chain_mode must be one of {CHAIN_MODES}, got {self.chain_mode!r}."
             )
-        for name in ("num_chains", "num_init_candidates", "max_tree_depth", "num_steps"):
+        for name in ("num_chains", "num_init_candidates", "max_tree_depth", "num_steps",
+                     "min_transitions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
@@ -97,6 +118,10 @@ class NUTSConfig:
             self.warmup_steps < 0
         ):
             raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}.")
+        if self.thin is not None and (
+            isinstance(self.thin, bool) or not isinstance(self.thin, int) or self.thin < 1
+        ):
+            raise ValueError(f"thin must be an int >= 1 or None, got {self.thin!r}.")
         if self.num_threads is not None and (
             not isinstance(self.num_threads, int) or self.num_threads < 1
         ):
@@ -121,6 +146,12 @@ class NUTSConfig:
             raise ValueError(
                 f"sampling_device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}."
             )
+
+    def thin_for(self, num_draws: int) -> int:
+        """``thin``, or with ``thin=None`` ⌈min_transitions / num_draws⌉ (at least 1)."""
+        if self.thin is not None:
+            return self.thin
+        return max(1, -(-self.min_transitions // num_draws))
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

@@ -291,7 +291,8 @@ class ManifoldPosterior(NeuralPosterior):
     ):
         """Run the chains for at least ``num_samples`` draws in total; returns ArviZ data.
 
-        Each chain keeps ⌈num_samples / num_chains⌉ draws. ``options``: :class:`NUTSConfig`
+        Each chain keeps ⌈num_samples / num_chains⌉ draws, thinned as
+        :meth:`NUTSConfig.thin_for` says. ``options``: :class:`NUTSConfig`
         fields for this call. The result is also stored as ``self.inference_data`` (and
         the chains with their per-transition records as ``self.chain_result``).
         """
@@ -325,6 +326,7 @@ class ManifoldPosterior(NeuralPosterior):
                 "potential": type(self.potential_fn).__name__,
                 "sampling_device": str(self.sampling_device),
                 "warmup_steps": int(settings.warmup_steps),
+                "thin": int(result.thin),
                 "sampling_time_s": float(result.wall_time),
                 **self.init_summary,
             },

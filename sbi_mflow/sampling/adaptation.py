@@ -1,0 +1,65 @@
+"""A diagonal mass matrix adapted on the warm-up draws of all chains together.
+
+In the product mode (:mod:`sbi_mflow.sampling.chains`) Pyro adapts one diagonal entry per
+chain and coordinate, each from that chain's own warm-up draws. A chain that spends its
+warm-up in one mode of a multimodal posterior then gets a mass matrix scaled to that mode's
+width, takes steps too short to reach the other modes, and stays: R̂ stays high however
+long the chains run. All chains target the same posterior, so their warm-up draws estimate
+the same variances: :class:`PooledMassMatrix` gives every chain the variance of the draws
+of all chains in the window (the mixture's variance, Welford's algorithm, Stan's
+regularisation, both Pyro's), as cross-chain adaptation does (Hoffman, Radul & Sountsov
+2021). The mass matrix is fixed after warm-up, so the chains' targets are unchanged.
+
+References:
+    Hoffman, Radul, Sountsov. An adaptive-MCMC scheme for setting trajectory lengths in
+    Hamiltonian Monte Carlo. AISTATS 2021.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.ops.welford import WelfordCovariance
+
+from sbi_mflow.sampling.record import RecordingMassMatrix, TransitionRecorder
+
+__all__ = ["PooledMassMatrix"]
+
+
+class PooledMassMatrix(RecordingMassMatrix):
+    """:class:`RecordingMassMatrix` of a product state of ``num_chains`` chains whose
+    diagonal inverse mass matrix is the pooled variance of all chains' warm-up draws,
+    the same for every chain: (C·p,) = pooled (p,) repeated C times."""
+
+    def __init__(self, recorder: TransitionRecorder, num_chains: int,
+                 init_scale: float = 1.0) -> None:
+        super().__init__(recorder, init_scale=init_scale)
+        self.num_chains = num_chains
+        self._pooled: dict[tuple, WelfordCovariance] = {}
+
+    def configure(self, mass_matrix_shape, adapt_mass_matrix=True, options=None):
+        super().configure(mass_matrix_shape, adapt_mass_matrix, options or {})
+        for shape in mass_matrix_shape.values():
+            if len(shape) != 1:
+                raise ValueError("PooledMassMatrix adapts a diagonal mass matrix only.")
+            if shape[0] % self.num_chains:
+                raise ValueError(
+                    f"mass matrix of size {shape[0]} is not {self.num_chains} chains' blocks."
+                )
+        if adapt_mass_matrix:
+            self._pooled = {names: WelfordCovariance(diagonal=True)
+                            for names in mass_matrix_shape}
+
+    def update(self, z, z_grad):
+        super().update(z, z_grad)
+        for site_names, welford in self._pooled.items():
+            flat = torch.cat([z[name].detach().reshape(-1) for name in site_names])
+            for chain_draw in flat.reshape(self.num_chains, -1):
+                welford.update(chain_draw)
+
+    def end_adaptation(self):
+        inverse_mass_matrix = {}
+        for site_names, welford in self._pooled.items():
+            pooled = welford.get_covariance(regularize=True)
+            inverse_mass_matrix[site_names] = pooled.repeat(self.num_chains)
+            welford.reset()
+        self.inverse_mass_matrix = inverse_mass_matrix
