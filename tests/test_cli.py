@@ -11,7 +11,7 @@ import torch
 
 TINY_TRAINING = ["--epochs", "2", "--outer-layers", "2", "--inner-layers", "2",
                  "--hidden-features", "16", "--quiet"]
-TINY_SAMPLING = ["--num-samples", "40", "--chains", "2", "--warmup", "20"]
+TINY_SAMPLING = ["--num-samples", "40", "--chains", "2", "--warmup", "20", "--thin", "1"]
 
 
 def _command() -> list[str]:

@@ -62,7 +62,8 @@ def test_save_on_gpu_load_on_cpu_and_back(trained, tmp_path):
     on_gpu = sbi_mflow.load(path, map_location="cuda")
     with torch.no_grad():
         expected = estimator.chart_log_prob(x.to(CUDA), theta.to(CUDA)).cpu()
-        # the same float32 network on two devices: different kernels, ~1e-6 relative
+        # the same float32 network on two devices: different kernels, ~1e-6 relative (a few
+        # ulps); rtol 1e-4 leaves ~100x, atol 1e-4 covers values that cancel to near 0
         torch.testing.assert_close(on_cpu.chart_log_prob(x, theta), expected,
                                    rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(on_gpu.chart_log_prob(x.to(CUDA), theta.to(CUDA)).cpu(),
@@ -72,7 +73,7 @@ def test_save_on_gpu_load_on_cpu_and_back(trained, tmp_path):
 def test_posterior_from_a_gpu_estimator_samples_in_the_prior_support(trained):
     simulator, inference, _ = trained
     x_o = simulator(simulator.default_theta.expand(10, 1))
-    posterior = inference.build_posterior(num_chains=2, warmup_steps=30)
+    posterior = inference.build_posterior(num_chains=2, warmup_steps=30, thin=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         samples = posterior.sample((60,), x=x_o.to(CUDA))
@@ -87,8 +88,8 @@ def test_demo_runs_on_cuda(tmp_path):
         [sys.executable, "-m", "sbi_mflow.cli", "demo", "--device", "cuda", "--simulations",
          "800", "--epochs", "4", "--density-epochs", "4", "--outer-layers", "2",
          "--inner-layers", "2", "--hidden-features", "16", "--num-samples", "40",
-         "--chains", "2", "--warmup", "20", "--quiet"],
+         "--chains", "2", "--warmup", "20", "--thin", "1", "--quiet"],
         capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "sbi-mflow-demo" / "summary.json").read_text())
-    assert summary["posterior_c2st"] <= 1.0
+    assert summary["posterior_c2st"] <= 1.0  # a range check (an accuracy), not a tolerance

@@ -52,7 +52,8 @@ def test_auto_samples_the_chart_potential_on_the_cpu_and_returns_cuda_tensors(tr
     _, prior, _, estimator, x_o = trained_on_cuda
     assert prior_device(prior).type == "cpu"
     posterior = sbi_mflow.manifold_posterior(estimator, prior, num_chains=4, warmup_steps=30,
-                                             num_init_candidates=500, check_convergence=False)
+                                             thin=1, num_init_candidates=500,
+                                             check_convergence=False)
     assert posterior.sampling_device == torch.device("cpu")
     assert next(posterior.potential_fn.estimator.parameters()).device.type == "cpu"
     assert next(estimator.parameters()).device.type == "cuda"  # the caller's stays put
@@ -67,7 +68,7 @@ def test_auto_samples_the_chart_potential_on_the_cpu_and_returns_cuda_tensors(tr
 
 def test_sampling_on_the_gpu_gives_the_same_potential(trained_on_cuda):
     _, prior, _, estimator, x_o = trained_on_cuda
-    options = dict(num_chains=4, warmup_steps=30, num_init_candidates=500,
+    options = dict(num_chains=4, warmup_steps=30, thin=1, num_init_candidates=500,
                    check_convergence=False)
     on_gpu = sbi_mflow.manifold_posterior(estimator, prior, sampling_device="cuda", **options)
     on_cpu = sbi_mflow.manifold_posterior(estimator, prior, sampling_device="cpu", **options)
@@ -85,11 +86,11 @@ def test_sampling_on_the_gpu_gives_the_same_potential(trained_on_cuda):
 
 def test_trainer_posterior_and_exact_potential_on_cuda(trained_on_cuda):
     _, prior, inference, estimator, x_o = trained_on_cuda
-    posterior = inference.build_posterior(num_chains=2, warmup_steps=20,
+    posterior = inference.build_posterior(num_chains=2, warmup_steps=20, thin=1,
                                           num_init_candidates=200, check_convergence=False)
     _check_draws(posterior.sample((10,), x=x_o, seed=0), prior, (10, 1))
     exact = sbi_mflow.manifold_posterior(estimator, prior, exact=True, num_chains=2,
-                                         warmup_steps=10, num_init_candidates=100,
+                                         warmup_steps=10, thin=1, num_init_candidates=100,
                                          check_convergence=False)
     assert exact.sampling_device.type == "cuda"  # "auto": the exact potential stays on cuda
     _check_draws(exact.sample((4,), x=x_o, seed=0), prior, (4, 1))

@@ -82,7 +82,7 @@ def test_every_prior_sbi_accepts_trains_and_samples(name, dtype):
             show_progress_bars=False, tracker=sbi_mflow.NullTracker(),
         )
         inference.append_simulations(theta.float(), x).train(max_num_epochs=2)
-        posterior = inference.build_posterior(num_chains=2, warmup_steps=10,
+        posterior = inference.build_posterior(num_chains=2, warmup_steps=10, thin=1,
                                               num_init_candidates=100, check_convergence=False)
         samples = posterior.sample((6, 2), x=x[:3], seed=0)
     expected_dtype = prior.sample((1,)).dtype  # sbi's wrappers may turn float64 into float32

@@ -21,7 +21,7 @@ BUDGETS = [
     (".append_simulations(theta, x).train()",
      ".append_simulations(theta, x).train(max_num_epochs=2)"),
     ("max_num_epochs=40", "max_num_epochs=2"),
-    ("build_posterior(num_chains=4)", "build_posterior(num_chains=4, warmup_steps=30)"),
+    ("build_posterior(num_chains=4)", "build_posterior(num_chains=4, warmup_steps=30, thin=1)"),
     ("posterior.sample((1000,), x=x_o)", "posterior.sample((40,), x=x_o)"),
     ("posterior.sample_arviz(1000, x=x_o)", "posterior.sample_arviz(40, x=x_o)"),
 ]

@@ -32,8 +32,15 @@ def test_points_follow_the_lorenz_flow_after_burn_in(small):
     x, y, z = pts[:, 1:-1, 0], pts[:, 1:-1, 1], pts[:, 1:-1, 2]
     rhs = torch.stack([SIGMA * (y - x), x * (RHO - z) - y, x * y - BETA * z], dim=-1)
     rel = (deriv - rhs).norm(dim=-1) / rhs.norm(dim=-1).clamp_min(1.0)
-    assert rel.median().item() < 1e-2  # central differences: O(dt²) error
-    # on the attractor: bounded region, z ~ 23.5 on average, both wings visited
+    # central differences: O(dt²) error, measured median 1.8e-3 (float32 storage adds only
+    # eps·|x|/dt ≈ 3e-4 absolute, ~3e-6 relative); 1e-2 fails a wrong right-hand side
+    assert rel.median().item() < 1e-2
+    # on the attractor: bounded region, z ~ 23.5 on average, both wings visited. Chaotic, so
+    # the last bit of scipy/numpy arithmetic changes the trajectories but not these limits:
+    # measured |x| ≤ 18.3, |y| ≤ 24.8, 4.7 ≤ z ≤ 45.4, mean z 23.6 (per trajectory 23.4-23.8)
+    # and 25-28 % of the points beyond each x = ±5; the attractor's envelope (|x| ≲ 20,
+    # |y| ≲ 27, z ≲ 48) keeps the range bounds ≥ 5 away whatever the trajectories, and the
+    # mean's bounds are ≥ 3 from 23.5, ≫ its spread over trajectories (±0.2)
     flat = pts.reshape(-1, 3)
     assert flat[:, 0].abs().max() < 25 and flat[:, 1].abs().max() < 35
     assert (flat[:, 2] > 0).all() and flat[:, 2].max() < 55
@@ -76,4 +83,4 @@ def test_default_generation_time(tmp_path, monkeypatch):
     start = time.perf_counter()
     data = LorenzAttractor().data()
     assert data.shape == (400000, 3)
-    assert time.perf_counter() - start < 30
+    assert time.perf_counter() - start < 30  # a time budget (wall clock), not a tolerance

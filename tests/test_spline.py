@@ -26,7 +26,8 @@ def _parameters(num: int, bins: int = 8, scale: float = 2.0):
 def test_spline_equals_nflows_inside_and_outside_the_tail_bound(inverse):
     inputs, widths, heights, derivatives = _parameters(4000)
     outside = (inputs.abs() > TAIL_BOUND).float().mean()
-    assert 0.1 < outside < 0.5  # both regimes are exercised
+    # both regimes are exercised: P(|N(0, 2.5²)| > 3) = 0.23 ± 0.007 (n = 4000): bounds ≫ 10 SE
+    assert 0.1 < outside < 0.5
     expected, expected_logdet = unconstrained_rational_quadratic_spline(
         inputs, widths, heights, derivatives.clone(), inverse=inverse, tails="linear",
         tail_bound=TAIL_BOUND)
@@ -53,6 +54,8 @@ def test_inverse_inverts_and_gradients_match_autograd_of_nflows():
     reference = unconstrained_rational_quadratic_spline(
         inputs, *leaves_ref, tails="linear", tail_bound=TAIL_BOUND)
     grads_ref = torch.autograd.grad(sum(v.sum() for v in reference), leaves_ref)
+    # float64 autograd of the same formulas in another order: measured ≤ 2e-11 for gradients
+    # up to 195 (≤ 8e-4 of the allowance 1e-9 + 1e-9·|g|); a wrong derivative is off by O(1)
     for grad, grad_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-9)
 
@@ -77,5 +80,7 @@ def test_coupling_layer_equals_nflows_layer_with_the_same_weights():
     for direction in ("forward", "inverse"):
         expected = getattr(reference, direction)(x, context)
         actual = getattr(ours, direction)(x, context)
+        # same weights, same float64 conditioner, spline in another op order: measured ≤ 1e-13
+        # for values ≤ 11 (~60 ulps); atol 1e-10 leaves 1000x
         for value, reference_value in zip(actual, expected, strict=True):
             torch.testing.assert_close(value, reference_value, rtol=0, atol=1e-10)

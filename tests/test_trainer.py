@@ -65,7 +65,8 @@ def test_manifold_phase_has_its_own_learning_rate():
                         retrain_from_scratch=True, **options)
         return [p.optimizer.param_groups[0]["lr"] for p in inference._schedule.phases]
 
-    # CPU defaults at batch 100: the paper's 1e-3, and 3x that for the chart.
+    # CPU defaults at batch 100: the paper's 1e-3, and 3x that for the chart. (Products of
+    # a few floats, ≤ 2 ulps off: approx's default rel 1e-6 is slack.)
     assert rates() == pytest.approx([3e-3, 1e-3])
     assert rates(training_batch_size=400) == pytest.approx([6e-3, 2e-3])  # sqrt scaling
     assert rates(learning_rate=2e-4, manifold_learning_rate=5e-4) == pytest.approx(
@@ -89,10 +90,13 @@ def test_early_stopping_restores_the_best_validation_weights():
     )
     history = [e["validation_total"] for e in inference.summary["phases"]]
     best = min(history)
-    assert history[-1] > best + 0.1  # the validation loss rose: the test is meaningful
+    # the validation loss rose: the test is meaningful (measured rise 40 nats ≫ 0.1)
+    assert history[-1] > best + 0.1
     with torch.no_grad():
         theta_v, x_v = theta[inference.val_indices], x[inference.val_indices]
         final = NegativeLogLikelihood().terms(estimator, x_v, theta_v)["total"].mean().item()
+    # float32 mean over 144 validation points (|loss| ≈ 7) in another batching: a few ulps
+    # (measured 2e-7); 1e-4 is ≥ 100x that and ≪ the 40-nat rise of the last weights
     assert math.isclose(final, best, rel_tol=1e-4, abs_tol=1e-4)
 
 
@@ -115,7 +119,9 @@ def test_scandal_gradient_matches_finite_differences():
         plus = score_term().item()
         parameter[0, 0] -= 2 * step
         minus = score_term().item()
-    assert abs(analytic) > 1e-8
+    assert abs(analytic) > 1e-8  # measured 0.09
+    # float64 central difference: rounding eps·|f|/h ≈ 3e-10, truncation O(h²); measured
+    # 2e-11, i.e. 2e-6 of the allowance 1e-7 + 1e-4·|fd|
     assert analytic == pytest.approx((plus - minus) / (2 * step), rel=1e-4, abs=1e-7)
 
 
@@ -135,6 +141,7 @@ def test_invalid_rows_are_dropped_together_and_stay_aligned():
         inference.append_simulations(theta, x, score=score, exclude_invalid_x=True)
     kept_theta, kept_x, kept_score = inference.get_simulations_with_score()
     assert kept_theta.shape[0] == 47
+    # the same formula on the same float32 values: exact (float32 defaults are slack)
     torch.testing.assert_close(kept_score, kept_theta * 10 + kept_x[:, :2])
 
 
@@ -254,7 +261,7 @@ def test_scandal_improves_the_score_with_few_simulations():
             results[alpha].append(_held_out_errors(estimator, simulator, 1000 + seed))
     nll = {a: sum(r[0] for r in v) / 3 for a, v in results.items()}
     score_mse = {a: sum(r[1] for r in v) / 3 for a, v in results.items()}
-    assert score_mse[0.2] < score_mse[0.0]
+    assert score_mse[0.2] < score_mse[0.0]  # 8-16 % apart (below): no near-tie
     # SCANDAL trades likelihood for score accuracy: at 0.2.0.dev2 the held-out NLL rose by
     # 0.018-0.035 nats on these seeds (score error 8-16% lower). 0.06 nats (2% of the NLL, a
     # sixth of its spread over seeds) allows that trade and fails a score term that swamps
