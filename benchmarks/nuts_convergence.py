@@ -12,6 +12,7 @@ Each finished (model, setting, repeat) is written to
 there (``--fresh`` starts over). Run (one torch thread, as the demo)::
 
     python benchmarks/nuts_convergence.py --seeds 0 1 2 --repeats 2
+    python benchmarks/nuts_convergence.py --report      # the table in docs/results.md
 """
 
 from __future__ import annotations
@@ -86,6 +87,28 @@ def _measure(estimator, simulator, x_o, reference, options: dict[str, Any],
     }
 
 
+def report(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (model, setting), each repeat's value separated by " / "."""
+    lines = ["| simulations | seed | setting | chains × draws (thin) | R̂ max | bulk ESS min | "
+             "leapfrog steps / transition | seconds | MMD² | C2ST |", "|" + "---|" * 10]
+    keys = dict.fromkeys((r["simulations"], r["seed"], r["setting"]) for r in runs)
+    for simulations, seed, setting in sorted(keys, key=lambda k: (k[0], k[1])):
+        rows = [r for r in runs if (r["simulations"], r["seed"], r["setting"])
+                == (simulations, seed, setting)]
+
+        def values(name: str, digits: int, rows=rows) -> str:
+            return " / ".join(f"{r[name]:.{digits}f}" for r in rows)
+
+        first = rows[0]
+        lines.append(
+            f"| {simulations} | {seed} | {setting} | {first['chains']} × "
+            f"{first['draws_per_chain']} ({first['thin']}) | {values('r_hat_max', 4)} | "
+            f"{values('ess_bulk_min', 0)} | {values('mean_leapfrog_steps', 1)} | "
+            f"{values('seconds', 0)} | {values('posterior_mmd_squared', 4)} | "
+            f"{values('posterior_c2st', 3)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -94,7 +117,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--report", action="store_true", help="Markdown from the JSON file")
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads((RESULTS / f"{NAME}.json").read_text())["runs"]))
+        return
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     path = RESULTS / f"{NAME}.json"

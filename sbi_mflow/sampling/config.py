@@ -33,9 +33,9 @@ class NUTSConfig:
             a multimodal posterior in proportion to their mass; where NUTS cannot cross
             between modes, the share of draws per mode is quantised to multiples of
             1/num_chains (``ModeDisagreementWarning`` says so): use more chains there.
-            10 by default: all chains' potentials are evaluated in one batch, so in the
-            product mode 10 chains cost ~1.5× the leapfrog steps of 4 for 2.5× the draws,
-            and 20 chains ~3.5× (docs/results.md).
+            10 by default: all chains' potentials are evaluated in one batch, and on the
+            demo's posterior a transition of 10 product chains took 1.2–1.6× the leapfrog
+            steps of 4 chains' for 2.5× the draws (``benchmarks/nuts_convergence.py``).
         warmup_steps: adaptation steps per chain (Stan's windowed adaptation in Pyro: dual
             averaging of the step size to ``target_accept_prob``, then a diagonal or dense
             mass matrix); discarded.

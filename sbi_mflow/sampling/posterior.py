@@ -504,7 +504,7 @@ def manifold_posterior(
 
     Example::
 
-        posterior = sbi_mflow.manifold_posterior(estimator, prior, num_chains=20)
+        posterior = sbi_mflow.manifold_posterior(estimator, prior, num_chains=10)
         samples = posterior.sample((1000,), x=x_o)          # x_o (num_trials, d)
         idata = posterior.sample_arviz(1000, x=x_o)          # ArviZ data with diagnostics
     """
