@@ -3,9 +3,10 @@
 In the product mode (:mod:`sbi_mflow.sampling.chains`) Pyro adapts one diagonal entry per
 chain and coordinate, each from that chain's own warm-up draws. A chain that spends its
 warm-up in one mode of a multimodal posterior then gets a mass matrix scaled to that mode's
-width, takes steps too short to reach the other modes, and stays: R̂ stays high however
-long the chains run. All chains target the same posterior, so their warm-up draws estimate
-the same variances: :class:`PooledMassMatrix` gives every chain the variance of the draws
+width, and the shared step size and trajectory of the product state must suit the
+narrowest chain. (Whether a chain crosses a barrier between modes depends on the energy of
+its momentum draws, which no mass matrix changes.) All chains target the same posterior, so
+their warm-up draws estimate the same variances: :class:`PooledMassMatrix` gives every chain the variance of the draws
 of all chains in the window (the mixture's variance, Welford's algorithm, Stan's
 regularisation, both Pyro's), as cross-chain adaptation does (Hoffman, Radul & Sountsov
 2021). The mass matrix is fixed after warm-up, so the chains' targets are unchanged.
