@@ -6,8 +6,8 @@ warm-up in one mode of a multimodal posterior then gets a mass matrix scaled to 
 width, and the shared step size and trajectory of the product state must suit the
 narrowest chain. (Whether a chain crosses a barrier between modes depends on the energy of
 its momentum draws, which no mass matrix changes.) All chains target the same posterior, so
-their warm-up draws estimate the same variances: :class:`PooledMassMatrix` gives every chain the variance of the draws
-of all chains in the window (the mixture's variance, Welford's algorithm, Stan's
+their warm-up draws estimate the same variances: :class:`PooledMassMatrix` gives every
+chain the variance of the draws of all chains in the window (the mixture's variance, Welford's algorithm, Stan's
 regularisation, both Pyro's), as cross-chain adaptation does (Hoffman, Radul & Sountsov
 2021). The mass matrix is fixed after warm-up, so the chains' targets are unchanged.
 
