@@ -9,7 +9,8 @@ its momentum draws, which no mass matrix changes.) All chains target the same po
 their warm-up draws estimate the same variances: :class:`PooledMassMatrix` gives every
 chain the variance of the draws of all chains in the window (the mixture's variance;
 Welford's algorithm and Stan's regularisation, both Pyro's), as cross-chain adaptation does
-(Hoffman, Radul & Sountsov 2021). The mass matrix is fixed after warm-up, so the chains' targets are unchanged.
+(Hoffman, Radul & Sountsov 2021). The mass matrix is fixed after warm-up, so the chains'
+targets are unchanged.
 
 References:
     Hoffman, Radul, Sountsov. An adaptive-MCMC scheme for setting trajectory lengths in
