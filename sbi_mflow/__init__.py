@@ -2,9 +2,11 @@
 
 from sbi_mflow import metrics
 from sbi_mflow.builders import ManifoldFlowBuilder, build_estimator, manifold_likelihood_nn
-from sbi_mflow.config import MODELS, ManifoldFlowConfig
+from sbi_mflow.config import ManifoldFlowConfig
 from sbi_mflow.estimator import ManifoldFlowEstimator
+from sbi_mflow.flows.prescribed import PrescribedChart, register_chart
 from sbi_mflow.io import load, save
+from sbi_mflow.models import MODELS, PRESETS, ModelSpec
 from sbi_mflow.sampling import (
     ChartPotential,
     ConvergenceWarning,
@@ -25,6 +27,7 @@ from sbi_mflow.training import ManifoldCheck, ManifoldStallWarning, TrainConfig
 
 __all__ = [
     "MODELS",
+    "PRESETS",
     "ChartPotential",
     "ConvergenceWarning",
     "ExactLikelihoodPotential",
@@ -47,12 +50,15 @@ __all__ = [
     "ManifoldCheck",
     "ManifoldNLE",
     "ManifoldStallWarning",
+    "ModelSpec",
+    "PrescribedChart",
     "TrainConfig",
     "TrainingDivergedError",
     "build_estimator",
     "load",
     "load_simulations",
     "manifold_likelihood_nn",
+    "register_chart",
     "save",
     "simulate",
 ]

@@ -5,25 +5,26 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["MODELS", "ManifoldFlowConfig"]
+from sbi_mflow.models import MODELS, ModelSpec, model_spec
 
-#: Model names accepted by :func:`sbi_mflow.manifold_likelihood_nn`.
-MODELS = ("mflow", "meflow", "pie", "pie-conditional")
+__all__ = ["MODELS", "ManifoldFlowConfig"]
 
 _LINEAR_LAYERS = ("permutation", "lu")
 
 
 @dataclass
 class ManifoldFlowConfig:
-    """Architecture of an M-flow, Me-flow or PIE estimator.
+    """What an estimator is made of (``spec``), its dimensions and its parts' sizes.
 
-    Only plain Python types, so that ``asdict(config)`` can be stored next to a state dict
-    and loaded with ``torch.load(weights_only=True)``.
+    Only plain Python types, so that ``to_dict()`` can be stored next to a state dict and
+    loaded with ``torch.load(weights_only=True)``. Sizes of parts a spec does not use (e.g.
+    the encoder network's of an M-flow) are ignored.
 
     Attributes:
-        model: one of :data:`MODELS`.
+        spec: the parts (:class:`~sbi_mflow.models.ModelSpec`, or a preset name such as
+            "mflow", resolved on construction).
         data_dim: d, the dimension of x.
-        manifold_dim: n < d, the dimension of the learned manifold.
+        manifold_dim: n < d, the dimension of the manifold.
         param_dim: p, the dimension of θ (0 for unconditional density estimation).
         outer_layers: number of rational-quadratic coupling layers of the outer flow f.
         inner_layers: number of coupling layers of the inner flow h.
@@ -50,7 +51,7 @@ class ManifoldFlowConfig:
             stall seeds (docs/results.md).
     """
 
-    model: str
+    spec: ModelSpec
     data_dim: int
     manifold_dim: int
     param_dim: int = 0
@@ -70,8 +71,7 @@ class ManifoldFlowConfig:
     graph_layer: bool = True
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"Unknown model {self.model!r}; choose one of {MODELS}.")
+        self.spec = model_spec(self.spec)
         if self.linear_layer not in _LINEAR_LAYERS:
             raise ValueError(
                 f"Unknown linear_layer {self.linear_layer!r}; choose one of {_LINEAR_LAYERS}."
@@ -85,9 +85,9 @@ class ManifoldFlowConfig:
             )
         if self.param_dim < 0:
             raise ValueError(f"param_dim must be >= 0, got {self.param_dim}.")
-        if self.model == "pie-conditional" and self.param_dim == 0:
+        if self.spec.conditional_manifold and self.param_dim == 0:
             raise ValueError(
-                "'pie-conditional' conditions the manifold on θ and needs param_dim > 0."
+                f"{self.spec.label} conditions the manifold on θ and needs param_dim > 0."
             )
         for name in ("outer_layers", "inner_layers", "hidden_features", "num_blocks", "num_bins"):
             if getattr(self, name) < 1:
@@ -97,12 +97,8 @@ class ManifoldFlowConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
 
-    @property
-    def conditional_manifold(self) -> bool:
-        """Whether the outer flow (the manifold) depends on θ."""
-        return self.model == "pie-conditional"
-
     def to_dict(self) -> dict[str, Any]:
+        """Plain values; the spec as a nested dict."""
         return asdict(self)
 
     @classmethod

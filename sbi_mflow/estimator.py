@@ -1,16 +1,18 @@
-"""M-flow, Me-flow and PIE as sbi conditional density estimators p(x | θ).
+"""Manifold-learning flows (M-flow, Me-flow, PIE, FOM) as sbi density estimators p(x | θ).
 
 Notation (DESIGN.md): x ∈ R^d, θ ∈ R^p, manifold dimension n < d. An estimator is composed
-of parts (built by :mod:`sbi_mflow.builders`):
+of parts (built from a :class:`~sbi_mflow.models.ModelSpec` by :mod:`sbi_mflow.builders`):
 
-* the chart: f = body ∘ standardise, f(x) = (u, v), decoder g(u) = f⁻¹(u, 0)
-  (:class:`~sbi_mflow.flows.chart.Chart`);
-* the encoder u = e(x): a slice of the chart (M-flow, PIE) or a network (Me-flow)
+* the chart (:mod:`sbi_mflow.flows.chart`): a learned outer flow f = body ∘ standardise,
+  f(x) = (u, v), decoder g(u) = f⁻¹(u, 0); or a prescribed chart g*
+  (:mod:`sbi_mflow.flows.prescribed`);
+* the encoder u = e(x): the chart's own inverse (M-flow, PIE, FOM) or a network (Me-flow)
   (:mod:`sbi_mflow.flows.encoder`);
 * the inner flow h(·; θ) on R^n with base N(0, I_n) (:class:`~sbi_mflow.flows.inner.InnerFlow`);
-* the volume term (:mod:`sbi_mflow.flows.volume`): −½ log det(J_gᵀ J_g) (M-flow, Me-flow)
-  or PIE's log N(v; 0, ε²) + log|det ∂f/∂x|;
-* the training loss of plain sbi training (:mod:`sbi_mflow.losses`).
+* the volume term (:mod:`sbi_mflow.flows.volume`): −½ log det(J_gᵀ J_g) (density on the
+  manifold) or PIE's log N(v; 0, ε²) + log|det ∂f/∂x|.
+
+The loss of plain sbi training follows from the parts (:func:`sbi_mflow.losses.training_loss`).
 
 Densities: the chart log-likelihood log N(h(u; θ)) + log|det ∂h/∂u| with u = e(x), and the
 exact log-likelihood = chart log-likelihood + volume term.
@@ -22,42 +24,49 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from sbi.neural_nets.estimators import ConditionalDensityEstimator
 from torch import Tensor, nn
 
 from sbi_mflow.config import ManifoldFlowConfig
-from sbi_mflow.flows.chart import Chart, ChartPoint
+from sbi_mflow.flows.chart import ChartPart, ChartPoint
 from sbi_mflow.flows.inner import InnerFlow
 from sbi_mflow.flows.volume import VolumeTerm
+from sbi_mflow.losses import training_loss
+from sbi_mflow.models import ModelSpec
 from sbi_mflow.validation import check_finite, check_last_dim
 
 __all__ = ["ManifoldFlowEstimator", "ManifoldFlowNet"]
-
-#: ``loss(estimator, x (B, d), θ (B, p)) -> (B,)``, the per-sample loss of plain sbi training.
-TrainingLoss = Callable[["ManifoldFlowEstimator", Tensor, "Tensor | None"], Tensor]
 
 
 class ManifoldFlowNet(nn.Module):
     """The trainable parts, so that sbi's ``self.net`` holds all of them.
 
     Attributes:
-        chart: standardisation + outer flow f with the projection.
-        encoder: u = e(x) (a slice of the chart, or Me-flow's network).
+        chart: the chart (a learned outer flow with the projection, or a prescribed one).
+        encoder: u = e(x) (the chart's inverse, or Me-flow's network).
         inner: the inner flow h on R^n.
         embedding: θ ↦ context of h (and of f for a conditional manifold); None when
             unconditional.
     """
 
-    def __init__(self, chart: Chart, encoder: nn.Module, inner: InnerFlow,
+    def __init__(self, chart: ChartPart, encoder: nn.Module, inner: InnerFlow,
                  embedding: nn.Module | None) -> None:
         super().__init__()
         self.chart = chart
         self.encoder = encoder
         self.inner = inner
         self.embedding = embedding
+
+    def reinitialize(self, manifold: bool = True, inner: bool = False) -> None:
+        """Fresh initial weights (and permutations) of the chart and encoder, and of the
+        inner flow if asked, each drawn by the part itself; data-derived standardisations
+        and alignments stay."""
+        if manifold:
+            self.chart.reinitialize()
+            self.encoder.reinitialize()
+        if inner:
+            self.inner.reinitialize()
 
 
 class ManifoldFlowEstimator(ConditionalDensityEstimator):
@@ -69,16 +78,20 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
     ``condition`` may be omitted.
     """
 
-    def __init__(self, net: ManifoldFlowNet, volume: VolumeTerm, training_loss: TrainingLoss,
+    def __init__(self, net: ManifoldFlowNet, volume: VolumeTerm,
                  config: ManifoldFlowConfig) -> None:
         super().__init__(net, torch.Size([config.data_dim]), torch.Size([config.param_dim]))
         self.volume = volume
-        self.training_loss = training_loss
         self.config = config
 
     # ------------------------------------------------------------------ parts
     @property
-    def chart(self) -> Chart:
+    def spec(self) -> ModelSpec:
+        """What the estimator is made of (its config's spec)."""
+        return self.config.spec
+
+    @property
+    def chart(self) -> ChartPart:
         return self.net.chart
 
     @property
@@ -113,6 +126,18 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
     def has_fixed_manifold(self) -> bool:
         """True when only the inner flow depends on θ (the chart is unconditional)."""
         return not self.chart.conditional
+
+    @property
+    def learns_manifold(self) -> bool:
+        """Whether the chart has parameters to train (False for a prescribed chart)."""
+        return self.chart.trainable
+
+    def manifold_parameters(self) -> list[nn.Parameter]:
+        """The parameters the manifold phase trains: chart and encoder (none when the chart
+        is prescribed)."""
+        if not self.learns_manifold:
+            return []
+        return [*self.chart.parameters(), *self.encoder.parameters()]
 
     # ------------------------------------------------------------------ checks
     def _check_x(self, x: Tensor, name: str = "x") -> None:
@@ -164,7 +189,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
         return self.encoder(x, self.chart, self.chart_context(condition))
 
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        """Chart coordinates u = e(x): (B, d) -> (B, n). θ only for 'pie-conditional'."""
+        """Chart coordinates u = e(x): (B, d) -> (B, n). θ only for a conditional manifold."""
         self._check_x(x)
         return self.encode_point(x, self._manifold_condition(condition, x.shape[0])).u
 
@@ -181,7 +206,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
         return self.chart.decode(self.encoder(x, self.chart, context).u, context)
 
     def project(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        """Projection onto the learned manifold x' = g(e(x)): (B, d) -> (B, d)."""
+        """Projection onto the manifold x' = g(e(x)): (B, d) -> (B, d)."""
         self._check_x(x)
         return self.project_unchecked(x, self._manifold_condition(condition, x.shape[0]))
 
@@ -192,7 +217,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
     def log_det_metric(self, u: Tensor, condition: Tensor | None = None,
                        mode: str = "auto") -> Tensor:
         """log det(J_gᵀ J_g)(u), J_g = ∂g/∂u ∈ R^{d×n}: (B, n) -> (B,) (see
-        :meth:`Chart.log_det_metric`)."""
+        :meth:`~sbi_mflow.flows.chart.ChartPart.log_det_metric`)."""
         return self.chart.log_det_metric(u, self.chart_context(condition), mode=mode)
 
     # --------------------------------------------------------------- densities
@@ -218,8 +243,9 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
     def log_prob(self, input: Tensor, condition: Tensor | None = None, **kwargs) -> Tensor:
         """Exact log-likelihood, sbi shapes: (S,B,d)/(B,d), (B,p) -> (S,B).
 
-        Chart log-likelihood plus the volume term: for M-flow / Me-flow the density of the
-        projected point w.r.t. the manifold's volume, for PIE the ambient density.
+        Chart log-likelihood plus the volume term: for a density on the manifold (M-flow,
+        Me-flow, FOM) the density of the projected point w.r.t. the manifold's volume, for
+        PIE the ambient density.
         """
         x, condition, shape = self._flatten(input, condition)
         context = self.context(condition)
@@ -253,7 +279,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
         self, sample_shape: torch.Size | tuple[int, ...], condition: Tensor | None = None,
         **kwargs,
     ) -> Tensor:
-        """Points on the learned manifold: θ (B, p) -> (*sample_shape, B, d).
+        """Points on the manifold: θ (B, p) -> (*sample_shape, B, d).
 
         Unconditional estimators take ``condition=None`` and return (*sample_shape, d).
         """
@@ -279,6 +305,7 @@ class ManifoldFlowEstimator(ConditionalDensityEstimator):
 
     # -------------------------------------------------------------------- loss
     def loss(self, input: Tensor, condition: Tensor | None = None, **kwargs) -> Tensor:
-        """Per-sample loss (B,) of plain ``sbi.inference.NLE`` training (the builder's
-        choice, see :mod:`sbi_mflow.losses`: the simultaneous M-flow loss, or −log p)."""
-        return self.training_loss(self, input, condition)
+        """Per-sample loss (B,) of plain ``sbi.inference.NLE`` training, from the parts
+        (:func:`sbi_mflow.losses.training_loss`: the simultaneous loss for a density on
+        the manifold, else −log q)."""
+        return training_loss(self)(self, input, condition)

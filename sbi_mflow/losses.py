@@ -13,6 +13,9 @@ Each loss is an object with ``terms(estimator, x, θ, score=None) -> {name: (B,)
   own flows);
 * :class:`SimultaneousLoss`: reconstruction + chart NLL, for plain ``sbi`` training.
 
+:func:`training_loss` is the one rule that picks the loss of plain (simultaneous) training
+from an estimator's parts; ``estimator.loss`` and the simultaneous schedule both use it.
+
 Likelihood losses take ``scandal_weight`` α: with a joint score t(x, z | θ) they add
 α · ‖∇θ log q(x | θ) − t‖² per sample (SCANDAL; Brehmer et al. 2018), with ∇θ by autograd
 w.r.t. the user's θ, so any internal θ-standardisation is handled by the chain rule.
@@ -41,6 +44,7 @@ __all__ = [
     "ReconstructionLoss",
     "SimultaneousLoss",
     "model_score",
+    "training_loss",
 ]
 
 Terms = dict[str, Tensor]
@@ -142,3 +146,20 @@ class SimultaneousLoss(Loss):
         likelihood = self.likelihood.terms(estimator, x, theta, score)
         total = terms["total"] + likelihood.pop("total")
         return {**terms, **likelihood, "total": total}
+
+
+def training_loss(estimator: ConditionalDensityEstimator, scandal_weight: float = 0.0) -> Loss:
+    """The loss of plain (simultaneous) training, from the estimator's volume term.
+
+    * density on the manifold (M-flow, Me-flow): reconstruction + chart NLL
+      (:class:`SimultaneousLoss`), or the chart NLL alone when the chart has nothing to
+      learn (a prescribed chart: there the reconstruction error is a constant and the
+      chart NLL differs from −log q by a parameter-free term);
+    * otherwise (PIE, sbi's own estimators): −log q(x | θ).
+    """
+    volume = getattr(estimator, "volume", None)
+    if volume is None or not volume.on_manifold:
+        return NegativeLogLikelihood(scandal_weight)
+    if not estimator.learns_manifold:
+        return ChartNLL(scandal_weight)
+    return SimultaneousLoss(estimator.config.reconstruction_weight, scandal_weight)

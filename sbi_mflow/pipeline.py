@@ -107,7 +107,7 @@ def simulate(simulator, num: int, with_score: bool, seed: int, chunk: int = 1000
 
 
 def train_model(theta: Tensor, x: Tensor, score: Tensor | None, prior, model: str,
-                manifold_dim: int, epochs: int, schedule: str, scandal_weight: float,
+                manifold_dim: int | str, epochs: int, schedule: str, scandal_weight: float,
                 device: str, progress: bool, training: dict[str, Any] | None = None,
                 **options: Any):
     """Train with :class:`sbi_mflow.ManifoldNLE`; returns (inference, estimator).
@@ -115,15 +115,15 @@ def train_model(theta: Tensor, x: Tensor, score: Tensor | None, prior, model: st
     ``training``: extra keyword arguments of ``ManifoldNLE.train``; ``options``: those of
     :func:`sbi_mflow.manifold_likelihood_nn`.
     """
-    if manifold_dim >= x.shape[1]:
+    if isinstance(manifold_dim, int) and manifold_dim >= x.shape[1]:
         raise CommandError(f"--manifold-dim {manifold_dim} must be smaller than d = {x.shape[1]}.")
     build = sbi_mflow.manifold_likelihood_nn(model, manifold_dim, **options)
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, device=device,
                                       show_progress_bars=progress)
     inference.append_simulations(theta, x, score=score)
     training = dict(training or {})
-    if schedule not in ("auto", "sequential") or model not in ("mflow", "meflow"):
-        training.pop("density_epochs", None)
+    if schedule not in ("auto", "sequential") or not build.spec.density_on_manifold:
+        training.pop("density_epochs", None)  # only the sequential M/D schedule has it
     estimator = inference.train(schedule=schedule, max_num_epochs=epochs,
                                 scandal_weight=scandal_weight, **training)
     return inference, estimator

@@ -176,7 +176,8 @@ class ManifoldNLE(NLE):
 
         Args:
             schedule: "sequential" (M then D), "alternating", "simultaneous", or "auto"
-                (sequential for M-flow/Me-flow, simultaneous otherwise).
+                (sequential for M-flow/Me-flow; for a prescribed chart, "fom", only its
+                density phase, with the whole budget; simultaneous otherwise).
             scandal_weight: α of the SCANDAL score term (needs scores in
                 ``append_simulations``); applied in the density phase of M/D schedules.
             max_num_epochs: total epoch budget E (split E/2 + E/2 for sequential; E/2

@@ -33,7 +33,7 @@ def test_round_trip_in_a_fresh_process(model, tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True)
     child = torch.load(tmp_path / "out.pt", weights_only=True)
     saved = torch.load(path, weights_only=True)  # plain data only
-    assert saved["config"]["model"] == model
+    assert sbi_mflow.ModelSpec.from_dict(saved["config"]["spec"]) == sbi_mflow.PRESETS[model]
     assert child["state"].keys() == saved["state_dict"].keys()
     for key, value in saved["state_dict"].items():
         assert torch.equal(child["state"][key], value), key

@@ -1,11 +1,12 @@
 """Encoders e: R^d → R^n, the chart coordinates u = e(x) of a data point.
 
-* :class:`ChartEncoder` (M-flow, PIE): u is the first n components of f(x), a slice of the
-  chart itself, so e(g(u)) = u exactly;
+* :class:`ChartEncoder` (M-flow, PIE, FOM): the chart's own inverse (for a learned chart
+  the first n components of f(x)), so e(g(u)) = u exactly;
 * :class:`NetworkEncoder` (Me-flow): a separate, unrestricted network on standardised x,
   trained with the chart to minimise the reconstruction error ‖x − g(e(x))‖.
 
-Both return a :class:`~sbi_mflow.flows.chart.ChartPoint`.
+Both return a :class:`~sbi_mflow.flows.chart.ChartPoint` and re-initialise themselves
+(:meth:`reinitialize`).
 
 References:
     Brehmer, Cranmer. Flows for simultaneous manifold learning and density estimation.
@@ -14,30 +15,42 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
-from sbi_mflow.flows.chart import Chart, ChartPoint
+from sbi_mflow.flows.chart import ChartPart, ChartPoint
 
 __all__ = ["ChartEncoder", "NetworkEncoder"]
 
 
 class ChartEncoder(nn.Module):
-    """u = f(x)_{1:n}: the chart's own inverse (no parameters of its own)."""
+    """u = the chart's own inverse (no parameters of its own)."""
 
-    def forward(self, x: Tensor, chart: Chart, context: Tensor | None = None) -> ChartPoint:
+    def forward(self, x: Tensor, chart: ChartPart, context: Tensor | None = None) -> ChartPoint:
         return chart.encode(x, context)
+
+    def reinitialize(self) -> None:
+        """Nothing to draw."""
 
 
 class NetworkEncoder(nn.Module):
     """u = network((x − mean) / std): Me-flow's separate encoder network.
 
     Args:
-        network: maps standardised x (B, d) to u (B, n).
+        network_recipe: ``network_recipe() -> nn.Module`` mapping standardised x (B, d) to
+            u (B, n), with fresh random weights on every call (e.g. a ``functools.partial``
+            of nflows' ``ResidualNet``); :meth:`reinitialize` calls it again.
     """
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network_recipe: Callable[[], nn.Module]) -> None:
         super().__init__()
-        self.network = network
+        self.network = network_recipe()
+        self.network_recipe = network_recipe
 
-    def forward(self, x: Tensor, chart: Chart, context: Tensor | None = None) -> ChartPoint:
+    def forward(self, x: Tensor, chart: ChartPart, context: Tensor | None = None) -> ChartPoint:
         return ChartPoint(self.network(chart.standardized(x)))
+
+    def reinitialize(self) -> None:
+        """Fresh weights for the network."""
+        self.network.load_state_dict(self.network_recipe().state_dict())

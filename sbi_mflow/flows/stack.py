@@ -20,7 +20,7 @@ from torch import Tensor
 
 from sbi_mflow.flows.spline import SplineCoupling
 
-__all__ = ["StableLULinear", "build_spline_stack", "graph_coupling"]
+__all__ = ["StableLULinear", "build_chart_body", "build_spline_stack", "graph_coupling"]
 
 
 class StableLULinear(LULinear):
@@ -174,3 +174,38 @@ def graph_coupling(
         return net
 
     return AdditiveCouplingTransform(mask, conditioner)
+
+
+def build_chart_body(
+    data_dim: int,
+    manifold_dim: int,
+    num_layers: int,
+    *,
+    context_features: int | None,
+    hidden_features: int,
+    num_blocks: int,
+    num_bins: int,
+    tail_bound: float,
+    linear_layer: str,
+    dropout: float = 0.0,
+    tangent_alignment: bool = True,
+    graph_layer: bool = True,
+) -> list[Transform]:
+    """The trainable layers of a learned chart f (data → latent order): an optional
+    :func:`graph_coupling` first, then a :func:`build_spline_stack` of ``num_layers``
+    couplings whose permutations compose to the identity when ``tangent_alignment`` (so
+    the alignment survives initialisation).
+
+    Draws fresh random weights and permutations on every call: a chart keeps this recipe
+    (as a ``functools.partial``) to re-initialise itself.
+    """
+    body = build_spline_stack(
+        data_dim, num_layers, context_features=context_features,
+        hidden_features=hidden_features, num_blocks=num_blocks, num_bins=num_bins,
+        tail_bound=tail_bound, linear_layer=linear_layer, dropout=dropout,
+        compose_to_identity=tangent_alignment)
+    if graph_layer:  # first in the data → latent direction, on aligned coordinates
+        body.insert(0, graph_coupling(
+            data_dim, manifold_dim, context_features=context_features,
+            hidden_features=hidden_features, num_blocks=num_blocks, dropout=dropout))
+    return body

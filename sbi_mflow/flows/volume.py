@@ -2,7 +2,7 @@
 
 With u = e(x) and the chart log-likelihood log p(u | θ) of the inner flow:
 
-* :class:`ManifoldVolume` (M-flow, Me-flow): the density of the projected point with
+* :class:`ManifoldVolume` (M-flow, Me-flow, FOM): the density of the projected point with
   respect to the manifold's volume,
   log p(x | θ) = log p(u | θ) − ½ log det(J_gᵀ J_g)(u),  J_g = ∂g/∂u ∈ R^{d×n}
   (Brehmer & Cranmer 2020, eq. 5), from one batched autograd pass;
@@ -20,7 +20,7 @@ import math
 
 from torch import Tensor
 
-from sbi_mflow.flows.chart import Chart, ChartPoint
+from sbi_mflow.flows.chart import ChartPart, ChartPoint
 
 __all__ = ["ManifoldVolume", "OffManifoldGaussian", "VolumeTerm"]
 
@@ -33,17 +33,18 @@ class VolumeTerm:
     #: whether the density lives on the manifold (then M/D training applies)
     on_manifold: bool = False
 
-    def __call__(self, chart: Chart, x: Tensor, point: ChartPoint,
+    def __call__(self, chart: ChartPart, x: Tensor, point: ChartPoint,
                  context: Tensor | None) -> Tensor:
         raise NotImplementedError
 
 
 class ManifoldVolume(VolumeTerm):
-    """−½ log det(J_gᵀ J_g)(u) of the decoder g = f⁻¹(·, 0) (see :meth:`Chart.log_det_metric`)."""
+    """−½ log det(J_gᵀ J_g)(u) of the chart's decoder g (see
+    :meth:`~sbi_mflow.flows.chart.ChartPart.log_det_metric`)."""
 
     on_manifold = True
 
-    def __call__(self, chart: Chart, x: Tensor, point: ChartPoint,
+    def __call__(self, chart: ChartPart, x: Tensor, point: ChartPoint,
                  context: Tensor | None) -> Tensor:
         return -0.5 * chart.log_det_metric(point.u, context)
 
@@ -58,7 +59,7 @@ class OffManifoldGaussian(VolumeTerm):
     def __init__(self, epsilon: float) -> None:
         self.epsilon = float(epsilon)
 
-    def __call__(self, chart: Chart, x: Tensor, point: ChartPoint,
+    def __call__(self, chart: ChartPart, x: Tensor, point: ChartPoint,
                  context: Tensor | None) -> Tensor:
         if point.latent is None:
             point = chart.encode(x, context)

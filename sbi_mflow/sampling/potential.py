@@ -3,18 +3,18 @@
 Two potentials follow sbi's ``BasePotential`` interface (``potential(θ (C, p)) -> (C,)``,
 the unnormalised log posterior; the MCMC *energy* is its negative):
 
-* :class:`ChartPotential` (fixed manifold: M-flow, Me-flow, PIE with an unconditional
+* :class:`ChartPotential` (fixed manifold: M-flow, Me-flow, FOM, PIE with an unconditional
   manifold). The observations x_o (T, d) are encoded once, u_i = e(x_o,i) (T, n); each
   evaluation costs one n-dimensional inner-flow pass on the T·C pairs (u_i, θ_c):
 
       log π(θ) + Σ_i [log N(h(u_i; θ)) + log|det ∂h/∂u|(u_i; θ)].
 
   It differs from the exact potential by the θ-independent Σ_i −½ log det(J_gᵀJ_g)(u_i)
-  (M-flow) or Σ_i [log N(v_i; 0, ε²) + log|det ∂f/∂x|(x_o,i)] (PIE), so posteriors, MCMC
-  acceptance probabilities and likelihood ratios are exact with it.
+  (density on the manifold) or Σ_i [log N(v_i; 0, ε²) + log|det ∂f/∂x|(x_o,i)] (PIE), so
+  posteriors, MCMC acceptance probabilities and likelihood ratios are exact with it.
 * :class:`ExactLikelihoodPotential`: Σ_i ``estimator.log_prob(x_o,i, θ)`` + log π(θ), needed
-  when the manifold depends on θ ("pie-conditional"); the outer flow then runs on all T·C
-  pairs at every evaluation.
+  when the manifold depends on θ (e.g. "pie-conditional"); the outer flow then runs on all
+  T·C pairs at every evaluation.
 
 :func:`manifold_potential` picks the right one.
 """
@@ -190,7 +190,7 @@ class ChartPotential(ManifoldPotential):
     ) -> None:
         if not estimator.has_fixed_manifold:
             raise ValueError(
-                f"Model {estimator.config.model!r} has a θ-dependent manifold, so the chart "
+                f"Model {estimator.spec.label} has a θ-dependent manifold, so the chart "
                 "potential is not exact; use ExactLikelihoodPotential (manifold_potential "
                 "chooses it automatically)."
             )
@@ -245,8 +245,8 @@ def manifold_potential(
         prior: prior π(θ) (moved to the potential's device if it samples elsewhere).
         x_o: observations (T, d), iid trials (can be set later with ``set_x``).
         exact: force the exact likelihood (True) or the chart potential (False). Default:
-            chart potential for fixed-manifold models, exact for "pie-conditional" — with a
-            warning about its cost.
+            chart potential for fixed-manifold models, exact when the manifold depends on θ
+            ("pie-conditional") — with a warning about its cost.
         freeze: evaluate a :func:`frozen_copy` of the estimator (recommended for sampling).
         device: evaluate there (default: the estimator's device); needs ``freeze`` when it
             differs from the estimator's, so that the caller's estimator is not moved.
@@ -262,7 +262,7 @@ def manifold_potential(
         exact = not estimator.has_fixed_manifold
         if exact:
             warnings.warn(
-                f"Model {estimator.config.model!r} conditions the manifold on θ, so x_o "
+                f"Model {estimator.spec.label} conditions the manifold on θ, so x_o "
                 "cannot be encoded once: every potential evaluation runs the outer flow on "
                 "all num_trials × num_chains pairs (cost grows with d and the outer flow's "
                 "size). Prefer a fixed-manifold model for fast NUTS.",

@@ -6,8 +6,13 @@
 * :class:`Alternating` (M/D): rounds of one manifold epoch and one density epoch (the
   encodings move, so the density phase encodes each batch); early stopping on the sum of
   the two validation losses;
-* :class:`Simultaneous`: one loss over all parameters (M-flow / Me-flow: reconstruction +
-  chart NLL; PIE and sbi's own estimators: −log q).
+* :class:`Simultaneous`: one loss over all parameters, chosen from the estimator's parts by
+  :func:`sbi_mflow.losses.training_loss` (density on the manifold: reconstruction + chart
+  NLL; PIE and sbi's own estimators: −log q).
+
+An estimator whose chart has nothing to learn (a prescribed chart, the "fom" model) skips
+the manifold phase: "auto" and "sequential" train only its density, on encodings computed
+once, for the whole epoch budget.
 
 All run on :class:`~sbi_mflow.training.phase.Phase` and continue where they stopped when
 called again with more epochs (``resume_training``).
@@ -26,14 +31,13 @@ from sbi.neural_nets.estimators import ConditionalDensityEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
-from sbi_mflow.builders import build_estimator
 from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.losses import (
     ChartNLL,
     LatentNLL,
-    NegativeLogLikelihood,
     ReconstructionLoss,
     SimultaneousLoss,
+    training_loss,
 )
 from sbi_mflow.training.config import TrainConfig
 from sbi_mflow.training.data import TrainingData
@@ -58,7 +62,7 @@ _MAX_SHOWN_TOTAL = 100_000
 
 def supports_md(estimator: ConditionalDensityEstimator) -> bool:
     """Whether M/D training applies: a manifold-learning flow with a density on the
-    manifold (M-flow, Me-flow)."""
+    manifold (M-flow, Me-flow, FOM)."""
     return isinstance(estimator, ManifoldFlowEstimator) and estimator.volume.on_manifold
 
 
@@ -114,10 +118,6 @@ class Schedule:
         phase.stopping.restore(self.estimator)
 
 
-def _manifold_parameters(estimator: ManifoldFlowEstimator) -> list[nn.Parameter]:
-    return [*estimator.chart.parameters(), *estimator.encoder.parameters()]
-
-
 class _ManifoldSchedule(Schedule):
     """M/D schedules: a manifold phase chosen among candidate initialisations, checked for
     a stall, and a density phase."""
@@ -132,10 +132,11 @@ class _ManifoldSchedule(Schedule):
         self.manifold: Phase | None = None  # chosen by _select_manifold on the first run
         self.selection: dict | None = None
         self.check: ManifoldCheck | None = None
+        self.attempts = 0
 
     def _manifold_phase(self, candidate: int) -> Phase:
         phase = Phase.create(
-            "manifold", _manifold_parameters(self.estimator), self.reconstruction, self.data,
+            "manifold", self.estimator.manifold_parameters(), self.reconstruction, self.data,
             self.manifold_epochs, self.config, compile_step=self.config.compile,
             learning_rate=self.config.manifold_learning_rate)
         phase.candidate = candidate if self.config.manifold_candidates > 1 else None
@@ -143,14 +144,8 @@ class _ManifoldSchedule(Schedule):
 
     def _reinitialize(self, inner: bool = False) -> None:
         """Fresh initial weights (and permutations) for the chart body and the encoder, and
-        for the inner flow if asked."""
-        index = self.data.train_indices
-        fresh = build_estimator(self.estimator.config, self.data.theta[index].cpu(),
-                                self.data.x[index].cpu())
-        self.estimator.chart.body.load_state_dict(fresh.chart.body.state_dict())
-        self.estimator.encoder.load_state_dict(fresh.encoder.state_dict())
-        if inner:
-            self.estimator.inner.load_state_dict(fresh.inner.state_dict())
+        for the inner flow if asked, each drawn by the part itself."""
+        self.estimator.net.reinitialize(manifold=True, inner=inner)
 
     def _with_retries(self, run_once: Callable[[], None], reset_inner: bool) -> None:
         """Run the manifold part; after a detected stall start again from fresh weights, up
@@ -215,7 +210,8 @@ class _ManifoldSchedule(Schedule):
 
 
 class Sequential(_ManifoldSchedule):
-    """All manifold epochs, then all density epochs on cached encodings."""
+    """All manifold epochs, then all density epochs on cached encodings (only the density
+    phase, with the whole budget, when the chart has nothing to learn)."""
 
     name = "sequential"
 
@@ -224,8 +220,12 @@ class Sequential(_ManifoldSchedule):
         super().__init__(estimator, data, config, config.manifold_epochs)
         self.density = Phase.create(
             "density", list(estimator.inner.parameters()), LatentNLL(config.scandal_weight),
-            data, config.density_epochs or config.manifold_epochs, config,
-            compile_step=config.compile)
+            data, self._density_epochs(config), config, compile_step=config.compile)
+
+    def _density_epochs(self, config: TrainConfig) -> int:
+        if config.density_epochs:
+            return config.density_epochs
+        return config.manifold_epochs if self.estimator.learns_manifold else config.max_num_epochs
 
     @property
     def phases(self) -> list[Phase]:
@@ -244,7 +244,9 @@ class Sequential(_ManifoldSchedule):
                 self._select_manifold(record, progress)
             self._run_phase(self.manifold, record, progress)
 
-        if self.manifold is None:
+        if not self.estimator.learns_manifold:
+            pass  # a prescribed chart: exact, nothing to train or check
+        elif self.manifold is None:
             self._with_retries(manifold_phase, reset_inner=False)
         else:  # resumed: continue the chosen manifold
             manifold_phase()
@@ -254,8 +256,9 @@ class Sequential(_ManifoldSchedule):
 
     def extend(self, config: TrainConfig) -> None:
         self.config = config
-        self.manifold.extend(config.manifold_epochs, config)
-        self.density.extend(config.density_epochs or config.manifold_epochs, config)
+        if self.manifold is not None:
+            self.manifold.extend(config.manifold_epochs, config)
+        self.density.extend(self._density_epochs(config), config)
 
 
 class Alternating(_ManifoldSchedule):
@@ -340,23 +343,19 @@ class Alternating(_ManifoldSchedule):
         self.stopping.restart(config.stop_after_epochs)
 
 
-def _simultaneous_loss(estimator: ConditionalDensityEstimator, scandal: float):
-    if supports_md(estimator):
-        return SimultaneousLoss(estimator.config.reconstruction_weight, scandal)
-    return NegativeLogLikelihood(scandal)
-
-
 class Simultaneous(Schedule):
-    """One phase over all parameters."""
+    """One phase over all trainable parameters, with the loss of plain training
+    (:func:`~sbi_mflow.losses.training_loss`)."""
 
     name = "simultaneous"
 
     def __init__(self, estimator: ConditionalDensityEstimator, data: TrainingData,
                  config: TrainConfig) -> None:
         super().__init__(estimator, data, config)
+        loss = training_loss(estimator, config.scandal_weight)
         self.phase = Phase.create(
-            "simultaneous" if supports_md(estimator) else "likelihood",
-            list(estimator.parameters()), _simultaneous_loss(estimator, config.scandal_weight),
+            "simultaneous" if isinstance(loss, SimultaneousLoss) else "likelihood",
+            [p for p in estimator.parameters() if p.requires_grad], loss,
             data, config.max_num_epochs, config, compile_step=config.compile)
 
     @property
@@ -373,15 +372,22 @@ class Simultaneous(Schedule):
 
 def make_schedule(estimator: ConditionalDensityEstimator, data: TrainingData,
                   config: TrainConfig) -> Schedule:
-    """The one place that maps a schedule name to a schedule ("auto": sequential M/D for
-    M-flow / Me-flow, simultaneous otherwise)."""
+    """The one place that maps a schedule name to a schedule ("auto": sequential M/D for a
+    density on the manifold (M-flow, Me-flow; FOM: its density phase only), simultaneous
+    otherwise)."""
     name = config.schedule
     if name == "auto":
         name = "sequential" if supports_md(estimator) else "simultaneous"
     if name in ("sequential", "alternating") and not supports_md(estimator):
         raise ValueError(
-            f"The {name!r} M/D schedule needs an M-flow or Me-flow estimator; PIE and sbi's "
-            "own estimators train with schedule='simultaneous'."
+            f"The {name!r} M/D schedule needs an M-flow or Me-flow estimator (a density on "
+            "the manifold); PIE and sbi's own estimators train with schedule='simultaneous'."
+        )
+    if name == "alternating" and not estimator.learns_manifold:
+        raise ValueError(
+            "The 'alternating' schedule alternates manifold and density epochs, but this "
+            "estimator's chart is prescribed (nothing to learn): use schedule='auto' or "
+            "'sequential' (density only) or 'simultaneous'."
         )
     kinds = {"sequential": Sequential, "alternating": Alternating,
              "simultaneous": Simultaneous}
