@@ -14,6 +14,11 @@ immersion, and y = φ(x) lies on an n-dimensional submanifold of R^D. The densit
 the manifold's volume is p(x | θ) / √det(J_φᵀ J_φ), whose Jacobian factor does not depend
 on θ: posteriors given lifted observations are exactly the original ones, so sbibm's
 reference posterior samples stay exact.
+
+``Lift.manifold_chart()`` gives φ with its inverse as a torch module (:class:`LiftChart`, an
+``sbi_mflow.PrescribedChart``, registered as "sbibm-lift" when this module is imported), so
+a flow on the prescribed manifold (``manifold_likelihood_nn("fom", chart=...)``) can be
+trained on a lifted task and saved and loaded by name.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
+import sbi_mflow
 from simulators.lorenz import cache_dir
 
-__all__ = ["Lift", "load_task_files", "sbibm_wheel"]
+__all__ = ["Lift", "LiftChart", "load_task_files", "sbibm_wheel"]
 
 SBIBM_VERSION = "1.1.0"
 
@@ -72,6 +79,19 @@ def load_task_files(task: str, num_observation: int) -> tuple[torch.Tensor, torc
     return _read_csv(observation), _read_csv(reference)
 
 
+def _lift(x: Tensor, q: Tensor, w: Tensor, b: Tensor, centre: float, scale: float) -> Tensor:
+    """φ(x) in float64, returned in x's dtype (differentiable)."""
+    x64 = (x.to(torch.float64) - centre) / scale
+    features = torch.cat([x64, torch.tanh(x64 @ w.T + b)], dim=1)
+    return (features @ q.T).to(x.dtype)
+
+
+def _unlift(y: Tensor, q: Tensor, latent_dim: int, centre: float, scale: float) -> Tensor:
+    """φ⁻¹ on the image (the first n rotated coordinates), in y's dtype."""
+    x64 = (y.to(torch.float64) @ q)[:, :latent_dim]
+    return (x64 * scale + centre).to(y.dtype)
+
+
 class Lift:
     """φ(x) = Q [x̂; tanh(W x̂ + b)], x̂ = (x − centre) / scale: R^n → R^D (see module doc)."""
 
@@ -84,12 +104,42 @@ class Lift:
                              dtype=torch.float64)
         self.b = 0.5 * torch.randn(dim - latent_dim, generator=generator, dtype=torch.float64)
         self.latent_dim, self.centre, self.scale = latent_dim, centre, scale
+        self.dim, self.seed = dim, seed
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x64 = (x.to(torch.float64) - self.centre) / self.scale
-        features = torch.cat([x64, torch.tanh(x64 @ self.W.T + self.b)], dim=1)
-        return (features @ self.Q.T).to(x.dtype)
+        return _lift(x, self.Q, self.W, self.b, self.centre, self.scale)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x64 = (y.to(torch.float64) @ self.Q)[:, : self.latent_dim]
-        return (x64 * self.scale + self.centre).to(y.dtype)
+        return _unlift(y, self.Q, self.latent_dim, self.centre, self.scale)
+
+    def manifold_chart(self) -> LiftChart:
+        """φ and φ⁻¹ as a torch module (the lifted task's prescribed chart)."""
+        return LiftChart(self.latent_dim, self.dim, self.seed, self.centre, self.scale)
+
+
+@sbi_mflow.register_chart("sbibm-lift")
+class LiftChart(nn.Module):
+    """The chart φ: R^n → R^D of a :class:`Lift` with its inverse (``decode`` = φ,
+    ``encode`` = φ⁻¹ of the rotated coordinates), computing in float64. Q, W, b are float64
+    buffers (they follow the estimator's device); ``options`` rebuild the same lift."""
+
+    def __init__(self, latent_dim: int, dim: int, seed: int, centre: float = 0.0,
+                 scale: float = 1.0) -> None:
+        super().__init__()
+        lift = Lift(latent_dim, dim, seed, centre, scale)
+        self.register_buffer("Q", lift.Q)
+        self.register_buffer("W", lift.W)
+        self.register_buffer("b", lift.b)
+        self.manifold_dim, self.data_dim = latent_dim, dim
+        self.options = {"latent_dim": latent_dim, "dim": dim, "seed": seed,
+                        "centre": float(centre), "scale": float(scale)}
+
+    def decode(self, u: Tensor) -> Tensor:
+        """φ(u): (B, n) -> (B, D)."""
+        return _lift(u, self.Q.double(), self.W.double(), self.b.double(),
+                     self.options["centre"], self.options["scale"])
+
+    def encode(self, x: Tensor) -> Tensor:
+        """φ⁻¹(x): (B, D) -> (B, n)."""
+        return _unlift(x, self.Q.double(), self.manifold_dim, self.options["centre"],
+                       self.options["scale"])

@@ -101,6 +101,10 @@ class ParticleDecay(ConditionalSimulator):
     ``offset_tol`` (relative, default 1e-3) decides when :meth:`log_likelihood` treats x as off
     the manifold (``-inf``): float32 rounding of energies up to ~50 makes the reconstructed
     latents (e.g. ``m_X² = E² - |p|²``) accurate only to ~1e-4 relative.
+
+    No ``manifold_chart()``: the 13 latents hold three unit vectors (10 free coordinates
+    under 3 norm constraints), so :meth:`chart` is not a chart R^10 → R^40, and no single
+    chart covers the product of three spheres.
     """
 
     manifold_dim = 10

@@ -8,6 +8,11 @@ Latents ``z ∈ R²`` and a component label ``c``:
 Surface: ``F(z) = exp(-0.1 |z|²) Σ_k a_k m_k(z)`` with the 21 published coefficients ``a_k``
 (monomials of degree ≤ 5 in scikit-learn ``PolynomialFeatures(5)`` order), embedded as
 ``x = R (z1, z2, F(z))ᵀ`` with the published rotation ``R`` (d = 3, n = 2, p = 1, θ ∈ [-1, 1]).
+
+The chart g*(z) = R (z1, z2, F(z)) covers the whole surface;
+:meth:`PolynomialSurface.manifold_chart` gives it with its inverse as a torch module
+(:class:`PolynomialSurfaceChart`, an ``sbi_mflow.PrescribedChart``), the true manifold of a
+flow on a prescribed manifold (``sbi_mflow.manifold_likelihood_nn("fom", chart=...)``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._posterior import grid_posterior
 from .base import ConditionalSimulator, _out_dtype, _pair_dtype, _rand, _randn
 
-__all__ = ["PolynomialSurface"]
+__all__ = ["PolynomialSurface", "PolynomialSurfaceChart"]
 
 # (coefficient, power of z1, power of z2), sklearn PolynomialFeatures(5) order
 _COEFFS = [
@@ -41,6 +46,37 @@ _W_VAR = 0.4
 _MU_FIX = (1.0, -1.0)
 _MU_VAR = (-1.0, 1.0)
 _SIGMA_FIX = 2.0
+
+
+def _rotation(device: torch.device) -> Tensor:
+    return torch.tensor(_ROTATION, dtype=torch.float64, device=device)
+
+
+class PolynomialSurfaceChart(nn.Module):
+    """The surface's chart g*(z) = R (z1, z2, F(z))ᵀ, R² → R³, and its inverse.
+
+    ``decode(z)`` is :meth:`PolynomialSurface.embed_latent`, ``encode(x)`` the first output of
+    :meth:`PolynomialSurface.chart` (z = the first two components of Rᵀx: the inverse on the
+    surface, the foot of the vertical in the rotated frame off it). Both compute in float64
+    (the published rotation) and return the input's dtype; autograd works through
+    ``decode``. Satisfies ``sbi_mflow.PrescribedChart`` (registered there as
+    "polynomial-surface"); no state, so ``options`` is empty.
+    """
+
+    manifold_dim = 2
+    data_dim = 3
+
+    @property
+    def options(self) -> dict:
+        return {}
+
+    def decode(self, u: Tensor) -> Tensor:
+        """g*(u): (B, 2) -> (B, 3)."""
+        return PolynomialSurface.embed_latent(u.double()).to(u.dtype)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """z = (Rᵀx)_{1:2}: (B, 3) -> (B, 2)."""
+        return PolynomialSurface.chart(x.double())[0].to(x.dtype)
 
 
 class PolynomialSurface(ConditionalSimulator):
@@ -65,7 +101,7 @@ class PolynomialSurface(ConditionalSimulator):
     # --------------------------------------------------------------------------- surface
     @staticmethod
     def _rotation(device: torch.device) -> Tensor:
-        return torch.tensor(_ROTATION, dtype=torch.float64, device=device)
+        return _rotation(device)
 
     @staticmethod
     def height(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,21 +125,28 @@ class PolynomialSurface(ConditionalSimulator):
         grad = torch.stack([damp * (d1 - 0.2 * z1 * poly), damp * (d2 - 0.2 * z2 * poly)], dim=1)
         return f, grad
 
-    def embed_latent(self, z: Tensor) -> Tensor:
-        """Chart ``g(z) = R (z1, z2, F(z))ᵀ`` for ``z (N, 2)`` (differentiable)."""
-        f, _ = self.height(z)
+    @staticmethod
+    def embed_latent(z: Tensor) -> Tensor:
+        """Chart ``g(z) = R (z1, z2, F(z))ᵀ`` for float64 ``z (N, 2)`` (differentiable)."""
+        f, _ = PolynomialSurface.height(z)
         w = torch.cat([z, f.unsqueeze(1)], dim=1)
-        return w @ self._rotation(z.device).T
+        return w @ _rotation(z.device).T
 
     def _embed(self, z: Tensor) -> Tensor:
         return self.embed_latent(z[:, :2])
 
-    def chart(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    @staticmethod
+    def chart(x: Tensor) -> tuple[Tensor, Tensor]:
         """Inverse chart: ``z (N, 2)`` and vertical offset ``y - F(z)`` ``(N,)`` for float64 x."""
-        w = x @ self._rotation(x.device)
+        w = x @ _rotation(x.device)
         z = w[:, :2]
-        f, _ = self.height(z)
+        f, _ = PolynomialSurface.height(z)
         return z, w[:, 2] - f
+
+    def manifold_chart(self) -> PolynomialSurfaceChart:
+        """g* = :meth:`embed_latent` with its inverse (:meth:`chart`) as a torch module, for
+        ``sbi_mflow.manifold_likelihood_nn("fom", chart=...)``."""
+        return PolynomialSurfaceChart()
 
     # ---------------------------------------------------------------------------- latents
     @staticmethod

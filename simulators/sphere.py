@@ -15,6 +15,12 @@ which is smooth, integrates to exactly 1 over S^n and has the paper's θ-depende
 
 Data: ``x = (y, 0_{d-n-1}) + ε ξ`` with ``ξ ~ N(0, I_d)``; ``ε = 0`` (default) puts x exactly
 on the sphere.
+
+Chart: one chart cannot cover a sphere. :meth:`ConditionalSphere.manifold_chart` gives the
+stereographic projection from the pole p = e_{n-1} (:class:`StereographicSphereChart`), which
+covers S^n without p. Every mean direction has μᵀp = cos c ≤ 0, so p lies opposite the bulk
+of the data (its density is at most that at 90° from the mean; a data point is p with
+probability zero).
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._posterior import grid_posterior
 from .base import ConditionalSimulator, _out_dtype, _pair_dtype, _rand, _randn
 
-__all__ = ["ConditionalSphere", "log_bessel_iv", "angles_to_sphere", "sphere_to_angles"]
+__all__ = [
+    "ConditionalSphere",
+    "StereographicSphereChart",
+    "angles_to_sphere",
+    "log_bessel_iv",
+    "sphere_to_angles",
+]
 
 
 def log_bessel_iv(nu: float, kappa: Tensor, terms: int | None = None) -> Tensor:
@@ -66,6 +78,50 @@ def sphere_to_angles(y: Tensor) -> Tensor:
     phis = [torch.atan2(tail[:, k + 1], y[:, k]) for k in range(n - 1)]
     phis.append(torch.remainder(torch.atan2(y[:, n], y[:, n - 1]), 2 * math.pi))
     return torch.stack(phis, dim=1)
+
+
+class StereographicSphereChart(nn.Module):
+    """Stereographic chart of the unit sphere S^n ⊂ R^{n+1} ⊆ R^d from the pole p = e_{n-1}.
+
+    With y ∈ S^n, y_p = y_{n-1} its pole coordinate and y_r ∈ R^n the other n coordinates
+    (in order), ``encode`` is u = y_r / (1 − y_p) and ``decode`` its inverse
+    y_r = 2u / (1 + |u|²), y_p = (|u|² − 1) / (|u|² + 1), padded with d − n − 1 zeros. It
+    covers S^n except p itself (|u| → ∞ there); J_gᵀJ_g = (2 / (1 + |u|²))² I_n (conformal).
+    Off the sphere ``encode`` first projects onto it (y = x_{:n+1} / ‖x_{:n+1}‖), so
+    ``decode(encode(x))`` is the closest point of the sphere. Computes in the input's dtype;
+    satisfies ``sbi_mflow.PrescribedChart`` (registered there as "conditional-sphere").
+    """
+
+    def __init__(self, manifold_dim: int = 2, data_dim: int = 3) -> None:
+        super().__init__()
+        if manifold_dim < 1 or data_dim < manifold_dim + 1:
+            raise ValueError(
+                f"need manifold_dim >= 1 and data_dim >= manifold_dim + 1, got "
+                f"manifold_dim={manifold_dim}, data_dim={data_dim}."
+            )
+        self.manifold_dim = manifold_dim
+        self.data_dim = data_dim
+
+    @property
+    def options(self) -> dict:
+        return {"manifold_dim": self.manifold_dim, "data_dim": self.data_dim}
+
+    def decode(self, u: Tensor) -> Tensor:
+        """Point on the sphere (B, d) of u (B, n)."""
+        n = self.manifold_dim
+        square = u.pow(2).sum(1, keepdim=True)
+        rest = 2.0 * u / (1.0 + square)
+        pole = (square - 1.0) / (square + 1.0)
+        pad = u.new_zeros(u.shape[0], self.data_dim - n - 1)
+        return torch.cat([rest[:, : n - 1], pole, rest[:, n - 1 :], pad], dim=1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """u (B, n) of x (B, d), projected onto the sphere first."""
+        n = self.manifold_dim
+        y = x[:, : n + 1]
+        y = y / y.norm(dim=1, keepdim=True)
+        rest = torch.cat([y[:, : n - 1], y[:, n:]], dim=1)
+        return rest / (1.0 - y[:, n - 1 : n])
 
 
 class ConditionalSphere(ConditionalSimulator):
@@ -163,6 +219,11 @@ class ConditionalSphere(ConditionalSimulator):
     def _embed(self, z: Tensor) -> Tensor:
         pad = self.data_dim - self.manifold_dim - 1
         return torch.cat([z, z.new_zeros(z.shape[0], pad)], dim=1)
+
+    def manifold_chart(self) -> StereographicSphereChart:
+        """The stereographic chart from the pole opposite the bulk of the data (module
+        docstring), for ``sbi_mflow.manifold_likelihood_nn("fom", chart=...)``."""
+        return StereographicSphereChart(self.manifold_dim, self.data_dim)
 
     def _add_noise(self, x: Tensor) -> Tensor:
         if self.epsilon == 0:
