@@ -61,9 +61,10 @@ _MAX_SHOWN_TOTAL = 100_000
 
 
 def supports_md(estimator: ConditionalDensityEstimator) -> bool:
-    """Whether M/D training applies: a manifold-learning flow with a density on the
-    manifold (M-flow, Me-flow, FOM)."""
-    return isinstance(estimator, ManifoldFlowEstimator) and estimator.volume.on_manifold
+    """Whether M/D training applies: a manifold-learning flow with a density on a
+    θ-independent manifold (M-flow, Me-flow, FOM; the density phase encodes x without θ)."""
+    return (isinstance(estimator, ManifoldFlowEstimator) and estimator.volume.on_manifold
+            and estimator.has_fixed_manifold)
 
 
 def _progress(total: int, description: str, enabled: bool) -> tqdm:
@@ -381,7 +382,8 @@ def make_schedule(estimator: ConditionalDensityEstimator, data: TrainingData,
     if name in ("sequential", "alternating") and not supports_md(estimator):
         raise ValueError(
             f"The {name!r} M/D schedule needs an M-flow or Me-flow estimator (a density on "
-            "the manifold); PIE and sbi's own estimators train with schedule='simultaneous'."
+            "a θ-independent manifold); PIE, conditional manifolds and sbi's own estimators "
+            "train with schedule='simultaneous'."
         )
     if name == "alternating" and not estimator.learns_manifold:
         raise ValueError(
