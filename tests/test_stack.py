@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from nflows.transforms import Permutation
@@ -51,9 +53,9 @@ def test_two_features_learn_a_theta_dependent_second_coordinate():
                  + torch.distributions.Normal(2 * theta[:, 0], 0.5).log_prob(u[:, 1])).mean()
     for seed in range(2):
         torch.manual_seed(seed)
-        flow = InnerFlow(build_spline_stack(2, 3, context_features=1, hidden_features=16,
-                                            num_blocks=1, num_bins=4, tail_bound=4.0,
-                                            linear_layer="permutation"))
+        flow = InnerFlow(functools.partial(
+            build_spline_stack, 2, 3, context_features=1, hidden_features=16, num_blocks=1,
+            num_bins=4, tail_bound=4.0, linear_layer="permutation"))
         optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
         for _ in range(300):
             batch = torch.randint(0, 4000, (200,))
