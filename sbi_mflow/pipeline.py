@@ -117,7 +117,10 @@ def train_model(theta: Tensor, x: Tensor, score: Tensor | None, prior, model: st
     """
     if isinstance(manifold_dim, int) and manifold_dim >= x.shape[1]:
         raise CommandError(f"--manifold-dim {manifold_dim} must be smaller than d = {x.shape[1]}.")
-    build = sbi_mflow.manifold_likelihood_nn(model, manifold_dim, **options)
+    try:
+        build = sbi_mflow.manifold_likelihood_nn(model, manifold_dim, **options)
+    except ValueError as error:  # e.g. "fom" without its chart: a user-facing message
+        raise CommandError(str(error)) from error
     inference = sbi_mflow.ManifoldNLE(prior, density_estimator=build, device=device,
                                       show_progress_bars=progress)
     inference.append_simulations(theta, x, score=score)
