@@ -112,6 +112,8 @@ def test_fom_trains_its_density_only_and_samples_the_posterior_with_the_chart_po
         samples = posterior.sample((20,), x=x_o, show_progress_bars=False)
     assert samples.shape == (20, 1) and torch.isfinite(samples).all()
     assert simulator.prior.support.check(samples).all()
+    inference.train(max_num_epochs=2, resume_training=True)  # continues the density phase
+    assert [(p.name, p.epochs_done) for p in inference._schedule.phases] == [("density", 6)]
     # the other schedules: one loss over the inner flow, or a clear refusal
     estimator = inference.train(schedule="simultaneous", max_num_epochs=1,
                                 retrain_from_scratch=True)

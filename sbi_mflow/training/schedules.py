@@ -245,8 +245,8 @@ class Sequential(_ManifoldSchedule):
                 self._select_manifold(record, progress)
             self._run_phase(self.manifold, record, progress)
 
-        if not self.estimator.learns_manifold:
-            pass  # a prescribed chart: exact, nothing to train or check
+        if not self.estimator.learns_manifold:  # a prescribed chart: exact, nothing to train
+            pass
         elif self.manifold is None:
             self._with_retries(manifold_phase, reset_inner=False)
         else:  # resumed: continue the chosen manifold
