@@ -3,6 +3,7 @@
 from sbi_mflow import metrics
 from sbi_mflow.builders import ManifoldFlowBuilder, build_estimator, manifold_likelihood_nn
 from sbi_mflow.config import ManifoldFlowConfig
+from sbi_mflow.dimension import DimensionSearchConfig, ManifoldDimEstimate, estimate_manifold_dim
 from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.flows.prescribed import PrescribedChart, register_chart
 from sbi_mflow.io import load, save
@@ -23,13 +24,14 @@ from sbi_mflow.sampling import (
 )
 from sbi_mflow.tracking import NullTracker
 from sbi_mflow.trainer import ManifoldNLE, TrainingDivergedError
-from sbi_mflow.training import ManifoldCheck, ManifoldStallWarning, TrainConfig
+from sbi_mflow.training import ManifoldCheck, ManifoldStallWarning, NoManifoldWarning, TrainConfig
 
 __all__ = [
     "MODELS",
     "PRESETS",
     "ChartPotential",
     "ConvergenceWarning",
+    "DimensionSearchConfig",
     "ExactLikelihoodPotential",
     "ManifoldPosterior",
     "ModeDisagreementWarning",
@@ -47,14 +49,17 @@ __all__ = [
     "ManifoldFlowBuilder",
     "ManifoldFlowConfig",
     "ManifoldFlowEstimator",
+    "ManifoldDimEstimate",
     "ManifoldCheck",
     "ManifoldNLE",
     "ManifoldStallWarning",
+    "NoManifoldWarning",
     "ModelSpec",
     "PrescribedChart",
     "TrainConfig",
     "TrainingDivergedError",
     "build_estimator",
+    "estimate_manifold_dim",
     "load",
     "load_simulations",
     "manifold_likelihood_nn",

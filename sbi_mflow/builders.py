@@ -189,11 +189,12 @@ class ManifoldFlowBuilder:
         from sbi_mflow.dimension import estimate_manifold_dim
 
         result = estimate_manifold_dim(batch_x)
+        self.dimension_estimate = result
         if result.manifold_dim is None:
-            reason = getattr(result, "reason", None) or result
             raise ValueError(
-                f"manifold_dim='auto': the manifold's dimension could not be estimated from "
-                f"the {batch_x.shape[0]} training points ({reason}); pass manifold_dim=n."
+                f"manifold_dim='auto' found no manifold in the {batch_x.shape[0]} training "
+                f"points: {result.reason}. For full-rank data use an ambient flow (sbi's "
+                "likelihood_nn('nsf')); to force a manifold, pass manifold_dim=n."
             )
         self.manifold_dim = int(result.manifold_dim)
 

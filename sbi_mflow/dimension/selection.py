@@ -1,0 +1,131 @@
+"""Which candidate n the held-out reconstruction errors choose.
+
+With e(n) the held-out error of a chart of dimension n (mean squared, per standardised
+coordinate: the fraction of each coordinate's variance the chart leaves off its manifold),
+data on an n*-dimensional manifold with off-manifold noise σ (per standardised coordinate)
+give
+
+    e(n) ≈ σ² (d − n) / d        for n ≥ n*   (only noise is left: the curve is flat),
+    e(n) ≫ σ²                    for n < n*   (a whole manifold direction is missing),
+
+so the curve has a knee at n*, and its height there is the noise floor of the data. The
+rule takes the smallest n at which
+
+* e(n) ≤ ``max_unexplained`` (default 1 %: the off-manifold residual is at most 10 % of
+  each coordinate's spread), and
+* the curve is flat from there: e(n + 1) ≥ e(n) / ``min_gain`` (one more dimension does not
+  divide the error by ``min_gain`` = 10 or more), or e(n) ≤ ``resolution`` (1e-4, an RMS of
+  1 % of the spread: below what a short manifold phase resolves).
+
+Full-rank data are all "noise": e(n) ≈ (d − n)/d never reaches 1 %, and no n < d is
+chosen. Measured curves are in docs/results.md (benchmarks/manifold_dim.py).
+
+References:
+    Brehmer, Cranmer. Flows for simultaneous manifold learning and density estimation.
+    NeurIPS 2020, section 3 ("the manifold dimension n … can be determined through
+    cross-validation based on the reconstruction error").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["DimensionSearchConfig", "choose", "next_candidate"]
+
+
+@dataclass(frozen=True)
+class DimensionSearchConfig:
+    """Settings of :func:`sbi_mflow.estimate_manifold_dim`.
+
+    Attributes:
+        steps: gradient steps of the manifold phase per candidate n, as whole epochs over
+            the training rows (750: 10 epochs of 10⁴ rows at batch 100, the budget the
+            measured curves used; early stopping on held-out rows).
+        max_unexplained: largest held-out error e(n) (fraction of the standardised
+            variance) the chosen n may leave.
+        min_gain: a further dimension is needed when it divides e(n) by at least this.
+        resolution: errors below this count as on the manifold, whatever the gain.
+        max_candidates: most candidate n trained (the search starts around the fast
+            estimate and walks until the rule decides).
+        max_rows: at most this many rows are used (a random subset of them).
+        validation_fraction: share of the rows held out for the errors.
+    """
+
+    steps: int = 750
+    max_unexplained: float = 1e-2
+    min_gain: float = 10.0
+    resolution: float = 1e-4
+    max_candidates: int = 8
+    max_rows: int = 10_000
+    validation_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.max_candidates < 1 or self.max_rows < 40:
+            raise ValueError("steps and max_candidates must be >= 1, max_rows >= 40.")
+        if not 0 < self.resolution <= self.max_unexplained < 1:
+            raise ValueError("Need 0 < resolution <= max_unexplained < 1.")
+        if self.min_gain <= 1:
+            raise ValueError("min_gain must be > 1.")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("validation_fraction must be in (0, 1).")
+
+    def epochs(self, train_rows: int, batch_size: int) -> int:
+        """Whole epochs over ``train_rows`` that give at least ``steps`` steps."""
+        return max(1, math.ceil(self.steps / math.ceil(train_rows / batch_size)))
+
+
+def _accepts(errors: Mapping[int, float], n: int, data_dim: int,
+             config: DimensionSearchConfig) -> bool | None:
+    """Whether the rule takes n; None while e(n + 1) is needed and unknown."""
+    if errors[n] > config.max_unexplained:
+        return False
+    if errors[n] <= config.resolution or n + 1 >= data_dim:
+        return True
+    if n + 1 not in errors:
+        return None
+    return errors[n + 1] >= errors[n] / config.min_gain
+
+
+def choose(errors: Mapping[int, float], data_dim: int,
+           config: DimensionSearchConfig) -> tuple[int | None, str]:
+    """The chosen n and the reason, or (None, why not) — decided only when
+    :func:`next_candidate` has nothing left to ask for."""
+    for n in sorted(errors):
+        if _accepts(errors, n, data_dim, config):
+            gain = (f"; e({n + 1}) = {errors[n + 1]:.3g}, one more dimension gains less than "
+                    f"{config.min_gain:g}x" if n + 1 in errors else "")
+            below = (f"e({n - 1}) = {errors[n - 1]:.3g} > {config.max_unexplained:g}"
+                     if n - 1 in errors and errors[n - 1] > config.max_unexplained
+                     else f"e({n - 1}) = {errors[n - 1]:.3g}, the curve still falls"
+                     if n - 1 in errors else "n = 1 is the smallest")
+            return n, (f"held-out reconstruction error e({n}) = {errors[n]:.3g} is at the "
+                       f"noise floor ({below}{gain})")
+    top = max(errors)
+    return None, (f"no manifold below d = {data_dim}: the best held-out reconstruction error, "
+                  f"e({top}) = {errors[top]:.3g}, leaves more than "
+                  f"{config.max_unexplained:g} of the variance off the manifold "
+                  "(full-rank data, or noise as large as the signal)")
+
+
+def next_candidate(errors: Mapping[int, float], data_dim: int,
+                   config: DimensionSearchConfig) -> int | None:
+    """The next n to train, or None when :func:`choose` can decide.
+
+    Walks down while the smallest candidate tried is accepted (a smaller n may be too),
+    fills in e(n + 1) where the flatness test needs it, and walks up while nothing is
+    accepted; stops at ``max_candidates`` or when n would reach d.
+    """
+    if len(errors) >= config.max_candidates:
+        return None
+    ordered = sorted(errors)
+    for n in ordered:
+        verdict = _accepts(errors, n, data_dim, config)
+        if verdict is None:
+            return n + 1
+        if verdict:
+            lowest = ordered[0]
+            return lowest - 1 if n == lowest and lowest > 1 else None
+    top = ordered[-1]
+    return top + 1 if top + 1 < data_dim else None
