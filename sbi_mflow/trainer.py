@@ -203,7 +203,9 @@ class ManifoldNLE(NLE):
                 phase) and continue with the best by validation reconstruction. After the
                 manifold phase the held-out reconstruction is compared with a linear (PCA)
                 chart (``summary["manifold_check"]``); when it is not clearly better, a
-                ``ManifoldStallWarning`` names the numbers and the fixes, after starting the
+                ``NoManifoldWarning`` says so if the data's intrinsic dimension is above n
+                (full-rank data; no retries), else a ``ManifoldStallWarning`` names the
+                numbers and the fixes, after starting the
                 manifold phase again from fresh weights up to ``manifold_retries`` times
                 (default 0: since every coupling coordinate is transformed, 0.2.0.dev1, no
                 stall was seen on the polynomial surface, and on data that converges slowly

@@ -2,7 +2,12 @@
 
 from sbi_mflow.training.config import SCHEDULES, TrainConfig
 from sbi_mflow.training.data import TrainingData
-from sbi_mflow.training.manifold import ManifoldCheck, ManifoldStallWarning, check_manifold
+from sbi_mflow.training.manifold import (
+    ManifoldCheck,
+    ManifoldStallWarning,
+    NoManifoldWarning,
+    check_manifold,
+)
 from sbi_mflow.training.phase import EpochResult, Phase, TrainingDivergedError
 from sbi_mflow.training.schedules import (
     Alternating,
@@ -20,6 +25,7 @@ __all__ = [
     "EpochResult",
     "ManifoldCheck",
     "ManifoldStallWarning",
+    "NoManifoldWarning",
     "Phase",
     "Schedule",
     "Sequential",

@@ -13,8 +13,12 @@ Two remedies remain, measured in docs/results.md:
 
 :func:`check_manifold` always runs: after the manifold phase the held-out reconstruction
 error is compared with that of the best n-dimensional *linear* chart (PCA) of the same
-data, and a :class:`ManifoldStallWarning` names the numbers and the fixes when the learned
-chart is not clearly better (a stalled phase, or one that has not converged yet).
+data. When the learned chart is not clearly better, the data's intrinsic dimension is
+estimated (:func:`sbi_mflow.dimension.fast.fast_dimension`, a second at most) to tell the two
+causes apart: above n, the data lie on no n-dimensional manifold and a
+:class:`NoManifoldWarning` says so (a larger n or an ambient flow is the fix; retries are
+skipped); otherwise a :class:`ManifoldStallWarning` names the numbers and the training fixes
+(a stalled phase, or one that has not converged yet).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from sbi_mflow.training.data import TrainingData
 from sbi_mflow.training.phase import EpochResult, Phase
 from sbi_mflow.training.stopping import state_copy
 
-__all__ = ["ManifoldCheck", "ManifoldStallWarning", "check_manifold", "linear_baseline",
-           "select_candidate", "warn_stall"]
+__all__ = ["ManifoldCheck", "ManifoldStallWarning", "NoManifoldWarning", "check_manifold",
+           "linear_baseline", "select_candidate", "warn_check"]
 
 #: The learned chart counts as stalled when its held-out error exceeds this fraction of the
 #: linear (PCA) chart's: trained charts reach 0.2–1.4 %, stalled ones 30–90 % on the
@@ -41,10 +45,22 @@ STALL_RATIO = 0.05
 #: Errors below this (mean squared, per standardised coordinate: an RMS of 1 % of a
 #: standard deviation) are never called a stall, whatever the linear chart achieves.
 STALL_FLOOR = 1e-4
+#: A failed check is blamed on the data when their estimated intrinsic dimension exceeds n
+#: by more than this. Skdim's MLE read 2.0–2.3 on the package's n = 2 simulators and
+#: 9.8–10.2 on its n = 10 ones, with and without 1 % noise; 9.5 on full-rank data in R¹⁰
+#: (benchmarks/manifold_dim.py).
+NO_MANIFOLD_MARGIN = 0.5
+#: Rows of the training data the intrinsic-dimension estimate uses.
+DIMENSION_ROWS = 5000
 
 
 class ManifoldStallWarning(UserWarning):
     """The learned manifold reconstructs held-out data hardly better than a linear fit."""
+
+
+class NoManifoldWarning(UserWarning):
+    """The training data lie on no manifold of the chosen dimension n (their intrinsic
+    dimension is larger: full-rank data, or too small an n)."""
 
 
 @dataclass
@@ -58,12 +74,17 @@ class ManifoldCheck:
             the standardised training data.
         ratio: reconstruction / linear_baseline.
         stalled: whether the check fails (see :data:`STALL_RATIO`, :data:`STALL_FLOOR`).
+        data_dimension: the intrinsic-dimension estimate of the training data, made only
+            when the check fails (None otherwise).
+        no_manifold: the check failed and data_dimension > n + :data:`NO_MANIFOLD_MARGIN`.
     """
 
     reconstruction: float
     linear_baseline: float
     ratio: float
     stalled: bool
+    data_dimension: float | None = None
+    no_manifold: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,14 +122,42 @@ def check_manifold(estimator: ManifoldFlowEstimator, data: TrainingData,
                   .pow(2).mean())
     baseline = linear_baseline(train, _standardized(estimator, val_x), estimator.manifold_dim)
     ratio = error / baseline if baseline > 0 else float("inf")
-    check = ManifoldCheck(error, baseline, ratio, error > STALL_FLOOR and ratio > STALL_RATIO)
+    stalled = error > STALL_FLOOR and ratio > STALL_RATIO
+    dimension = _data_dimension(train[:DIMENSION_ROWS]) if stalled else None
+    check = ManifoldCheck(error, baseline, ratio, stalled, dimension,
+                          dimension is not None
+                          and dimension > estimator.manifold_dim + NO_MANIFOLD_MARGIN)
     if check.stalled and warn:
-        warn_stall(check, estimator.manifold_dim)
+        warn_check(check, estimator.manifold_dim)
     return check
 
 
-def warn_stall(check: ManifoldCheck, manifold_dim: int, attempts: int = 1) -> None:
-    """The :class:`ManifoldStallWarning` of a failed check, with its numbers and the fixes."""
+def _data_dimension(rows: Tensor) -> float | None:
+    """skdim's MLE of the intrinsic dimension of ``rows`` (None with too few distinct rows)."""
+    from sbi_mflow.dimension.fast import fast_dimension, prepare_rows
+
+    prepared = prepare_rows(rows.detach().cpu().double().numpy(), DIMENSION_ROWS, seed=0)
+    if prepared.shape[0] < 40 or prepared.shape[1] < 2:
+        return None
+    return fast_dimension(prepared)
+
+
+def warn_check(check: ManifoldCheck, manifold_dim: int, attempts: int = 1) -> None:
+    """The warning of a failed check: :class:`NoManifoldWarning` when the data's intrinsic
+    dimension is above n, else :class:`ManifoldStallWarning`; with the numbers and fixes."""
+    if check.no_manifold:
+        warnings.warn(
+            f"The training data lie on no {manifold_dim}-dimensional manifold: their intrinsic "
+            f"dimension is estimated at {check.data_dimension:.1f}, and the learned chart leaves "
+            f"a held-out mean squared error of {check.reconstruction:.3g} per standardised "
+            f"coordinate off its manifold, {100 * check.ratio:.0f}% of what the best linear "
+            f"{manifold_dim}-dimensional chart leaves ({check.linear_baseline:.3g}). More "
+            "training will not fix this. Use a larger manifold_dim "
+            "(sbi_mflow.estimate_manifold_dim(x) measures it), or, for full-rank data, an "
+            "ambient flow such as sbi's likelihood_nn('nsf').",
+            NoManifoldWarning, stacklevel=5,
+        )
+        return
     tried = f" after {attempts} attempts from fresh initial weights" if attempts > 1 else ""
     warnings.warn(
         f"The learned manifold reconstructs held-out data with a mean squared error of "

@@ -45,7 +45,7 @@ from sbi_mflow.training.manifold import (
     ManifoldCheck,
     check_manifold,
     select_candidate,
-    warn_stall,
+    warn_check,
 )
 from sbi_mflow.training.phase import EpochResult, Phase
 from sbi_mflow.training.stopping import EarlyStopping, state_copy
@@ -161,14 +161,14 @@ class _ManifoldSchedule(Schedule):
             check = check_manifold(self.estimator, self.data, warn=False)
             attempts.append((check.reconstruction, state_copy(self.estimator),
                              self._attempt_state(), check))
-            if not check.stalled:
+            if not check.stalled or check.no_manifold:  # retries cannot add dimensions
                 break
         _, weights, phases, self.check = min(attempts, key=lambda a: a[0])
         self.estimator.load_state_dict(weights)
         self._restore_attempt_state(phases)
         self.attempts = len(attempts)
         if self.check.stalled:
-            warn_stall(self.check, self.estimator.manifold_dim, self.attempts)
+            warn_check(self.check, self.estimator.manifold_dim, self.attempts)
 
     def _attempt_state(self) -> dict:
         return {"manifold": self.manifold, "selection": self.selection}
