@@ -1,0 +1,126 @@
+"""Does ``estimate_manifold_dim`` find n on the package's simulators, and how fast?
+
+For each data set (10⁴ simulations, seed 0) — PolynomialSurface (n = 2 in R³),
+ConditionalSphere, LorenzAttractor (2), ParticleDecay (10 in R⁴⁰), lifted two moons (2 in
+R³²), lifted sbibm gaussian_linear (10 in R⁶⁴) and the unlifted gaussian_linear
+(x = θ + noise, full rank in R¹⁰: no manifold) — once as simulated and once with Gaussian
+off-manifold noise of 1 % of each coordinate's spread, runs
+``sbi_mflow.estimate_manifold_dim(x)`` at its defaults and records the chosen n, the reason,
+the fast estimate and its time, and the per-n held-out errors.
+
+Each finished (data set, noise) is written to ``benchmarks/results/manifold_dim.json`` as
+it lands, and a rerun skips those already there (``--fresh`` starts over)::
+
+    python benchmarks/manifold_dim.py                 # all, 2 torch threads
+    python benchmarks/manifold_dim.py --data poly moons32
+    python benchmarks/manifold_dim.py --report        # the table in docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import torch
+from _results import RESULTS, git_commit, machine, write_result
+from lifted_two_moons import Lift as MoonLift  # puts the repository root on sys.path
+from lifted_two_moons import two_moons
+
+import sbi_mflow
+from benchmarks._sbibm import Lift
+from simulators import ConditionalSphere, LorenzAttractor, ParticleDecay, PolynomialSurface
+
+NAME = "manifold_dim"
+NUM = 10_000
+NOISE = 0.01
+
+
+def _simulated(simulator) -> Callable[[], torch.Tensor]:
+    def make() -> torch.Tensor:
+        theta = simulator.prior.sample((NUM,))
+        return simulator(theta)
+    return make
+
+
+def _gaussian_linear() -> torch.Tensor:
+    """sbibm's gaussian_linear: θ ~ N(0, 0.1 I₁₀), x = θ + N(0, 0.1 I₁₀)."""
+    theta = 0.1**0.5 * torch.randn(NUM, 10)
+    return theta + 0.1**0.5 * torch.randn(NUM, 10)
+
+
+#: name → (true n, or None for no manifold; simulations).
+DATA: dict[str, tuple[int | None, Callable[[], torch.Tensor]]] = {
+    "polynomial-surface": (2, _simulated(PolynomialSurface())),
+    "conditional-sphere": (ConditionalSphere().manifold_dim, _simulated(ConditionalSphere())),
+    "lorenz": (2, lambda: LorenzAttractor().sample(NUM)),
+    "particle-decay": (10, _simulated(ParticleDecay())),
+    "lifted-two-moons-32": (2, lambda: MoonLift()(two_moons(torch.rand(NUM, 2) * 2 - 1))),
+    "lifted-gaussian-linear-64": (10, lambda: Lift(10, 64, 20261128, scale=0.45)(
+        _gaussian_linear().double()).float()),
+    "gaussian-linear-10": (None, _gaussian_linear),
+}
+
+
+def _data(name: str, noise: float) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = DATA[name][1]().double()
+    if noise:
+        generator = torch.Generator().manual_seed(1)
+        x = x + noise * x.std(0, keepdim=True) * torch.randn(x.shape, generator=generator,
+                                                             dtype=x.dtype)
+    return x.float()
+
+
+def report(runs: dict[str, dict]) -> str:
+    lines = ["| data | d | true n | noise | fast estimate (s) | chosen n | held-out error per n | "
+             "total s |", "|---|---|---|---|---|---|---|---|"]
+    for run in runs.values():
+        result = run["result"]
+        errors = " ".join(f"{s['manifold_dim']}: {s['reconstruction']:.2g}"
+                          for s in result["scores"])
+        chosen = result["manifold_dim"] if result["manifold_dim"] is not None else "none"
+        ok = "" if run["correct"] else " ✗"
+        true = run["true_manifold_dim"] if run["true_manifold_dim"] is not None else "none"
+        lines.append(f"| {run['data']} | {result['data_dim']} | {true} | {run['noise']:g} | "
+                     f"{result['fast_estimate']:.2f} ({result['fast_seconds']:.1f}) | "
+                     f"{chosen}{ok} | {errors} | {result['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=list(DATA), choices=list(DATA))
+    parser.add_argument("--noise", nargs="+", type=float, default=[0.0, NOISE])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--report", action="store_true", help="Markdown from the JSON file")
+    args = parser.parse_args()
+    path = RESULTS / f"{NAME}.json"
+    runs = {} if args.fresh or not path.exists() else json.loads(path.read_text())["runs"]
+    if args.report:
+        print(report(runs))
+        return
+    torch.set_num_threads(args.threads)
+    for name in args.data:
+        for noise in args.noise:
+            key = f"{name}/noise={noise:g}"
+            if key in runs:
+                continue
+            x = _data(name, noise)
+            started = time.perf_counter()
+            result = sbi_mflow.estimate_manifold_dim(x, show_progress_bars=False)
+            true = DATA[name][0]
+            runs[key] = {"data": name, "noise": noise, "num_simulations": NUM,
+                         "true_manifold_dim": true, "correct": result.manifold_dim == true,
+                         "commit": git_commit(), "result": result.to_dict(),
+                         "wall_seconds": time.perf_counter() - started}
+            print(f"{key}: chosen {result.manifold_dim} (true {true}); "
+                  f"{result.seconds:.0f} s\n{result}", flush=True)
+            write_result(NAME, {"machine": machine(), "note": __doc__.splitlines()[0],
+                                "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
