@@ -5,6 +5,7 @@
 * ``sbi-mflow train``: train on a named simulator or on θ/x(/score) files (.npy or .pt).
 * ``sbi-mflow infer``: sample the posterior of a trained model for observations x_o.
 * ``sbi-mflow simulate``: fill a Zarr store on a Dask cluster; ``train --store`` reads it.
+* ``sbi-mflow dimension``: estimate the manifold dimension n of a simulator's or a file's x.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 import sbi_mflow
 from sbi_mflow import metrics
+from sbi_mflow.cli_dimension import add_dimension_command, run_dimension
 from sbi_mflow.cli_simulate import add_simulate_command, run_simulate, training_data_from_store
 from sbi_mflow.config import ManifoldFlowConfig
 from sbi_mflow.pipeline import (
@@ -101,6 +103,16 @@ def _add_common(parser: argparse.ArgumentParser, default_out: str | None = None)
                         help="torch CPU threads (small batches run fastest on one)")
 
 
+def _manifold_dim(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer n or 'auto', got {value!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbi-mflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -123,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--score", help="optional .npy/.pt joint scores (N, p) for SCANDAL")
     train.add_argument("--simulations", type=int, default=4000)
     train.add_argument("--model", default="mflow", choices=list(sbi_mflow.MODELS))
-    train.add_argument("--manifold-dim", type=int, help="n (default: the simulator's)")
+    train.add_argument("--manifold-dim", type=_manifold_dim,
+                       help="n, or 'auto' to estimate it (sbi-mflow dimension); default: the "
+                            "simulator's n, else 'auto'")
     train.add_argument("--scandal-weight", type=float, default=0.0)
     train.add_argument("--prior-low", type=float, nargs="+", help="box prior for data files")
     train.add_argument("--prior-high", type=float, nargs="+")
@@ -135,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--x-o", required=True, help=".npy/.pt file of observations (T, d)")
     _add_sampling_options(infer)
     add_simulate_command(commands)
+    add_dimension_command(commands, _add_common)
     return parser
 
 
@@ -233,6 +248,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 def run_train(args: argparse.Namespace) -> None:
     if args.x is not None and args.theta is None:
         raise CommandError("--x needs --theta (and optionally --score).")
+    chart = _chart(args)  # before any simulation: a FOM without a chart fails at once
     out = prepare_output(args.out, args.force)
     run: dict[str, Any] = {"model": args.model}
     if args.simulator:
@@ -251,17 +267,16 @@ def run_train(args: argparse.Namespace) -> None:
         if score is not None and score.shape != theta.shape:
             raise CommandError(f"score must have theta's shape {tuple(theta.shape)}, "
                                f"got {tuple(score.shape)}.")
-        if args.manifold_dim is None:
-            raise CommandError("--manifold-dim is required with data files.")
         box = box_prior_metadata(theta, args.prior_low, args.prior_high)
         run["prior_box"] = box
         prior, _ = prior_from_run(run, args.device)
-        manifold_dim = args.manifold_dim
+        manifold_dim = args.manifold_dim or "auto"
         torch.manual_seed(args.seed)
     inference, estimator = train_model(
         theta, x, score, prior, args.model, manifold_dim, args.epochs, args.schedule,
         args.scandal_weight, args.device, _progress(args), _training(args),
-        **_architecture(args))
+        **chart, **_architecture(args))
+    manifold_dim = estimator.manifold_dim
     sbi_mflow.save(estimator, out / "model.pt")
     plot_training(inference.summary["phases"], out / "training.png")
     with torch.no_grad():
@@ -273,6 +288,19 @@ def run_train(args: argparse.Namespace) -> None:
     write_json(out / "run.json", run)
     print(f"trained {args.model} (n={manifold_dim}); mean reconstruction error "
           f"{float(errors.mean()):.4g}; wrote model.pt, run.json, training.png to {out}")
+
+
+def _chart(args: argparse.Namespace) -> dict[str, Any]:
+    """``chart=`` of a model on a prescribed manifold: the named simulator's own chart."""
+    if sbi_mflow.PRESETS[args.model].chart != "prescribed":
+        return {}
+    chart = getattr(make_simulator(args.simulator), "manifold_chart", None) if (
+        args.simulator) else None
+    if chart is None:
+        raise CommandError(f"--model {args.model} needs the manifold's chart; only a "
+                           "--simulator that knows its chart provides one on the command "
+                           "line (in Python: manifold_likelihood_nn('fom', chart=...)).")
+    return {"chart": chart()}
 
 
 def run_infer(args: argparse.Namespace) -> None:
@@ -316,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     commands = {"demo": run_demo, "train": run_train, "infer": run_infer,
-                "simulate": run_simulate}
+                "simulate": run_simulate, "dimension": run_dimension}
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*triangular_solve is deprecated.*")

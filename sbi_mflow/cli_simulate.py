@@ -116,10 +116,8 @@ def training_data_from_store(args: argparse.Namespace, run: dict[str, Any]):
         run["simulator"] = name
         prior, manifold_dim = simulator.prior, args.manifold_dim or simulator.manifold_dim
     else:
-        if args.manifold_dim is None:
-            raise CommandError("--manifold-dim is required for a store that names no simulator.")
         run["prior_box"] = box_prior_metadata(theta, args.prior_low, args.prior_high)
         prior, _ = prior_from_run(run, args.device)
-        manifold_dim = args.manifold_dim
+        manifold_dim = args.manifold_dim or "auto"
     torch.manual_seed(args.seed)
     return theta.float(), x.float(), score, prior, manifold_dim

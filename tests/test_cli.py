@@ -77,6 +77,11 @@ def test_train_then_infer_round_trip_on_data_files(tmp_path):
           "--out", "o"], "theta has 10 rows but x has 7"),
         (["train", "--theta", "theta.npy", "--x", "x.npy", "--manifold-dim", "3",
           "--prior-low", "-1", "--prior-high", "1", "--out", "o"], "must be smaller than d = 3"),
+        (["train", "--theta", "theta.npy", "--x", "x.npy", "--model", "fom", "--manifold-dim",
+          "1", "--out", "o"], "--model fom needs the manifold's chart"),
+        (["train", "--simulator", "polynomial-surface", "--manifold-dim", "two", "--out", "o"],
+         "expected an integer n or 'auto', got 'two'"),
+        (["dimension", "--x", "x.npy", "--out", "o"], "Every coordinate of x is constant"),
         (["infer", "--model", "nowhere", "--x-o", "x.npy", "--out", "o"], "No trained model"),
         (["demo", "--out", "occupied"], "not empty; pass --force"),
     ],
@@ -92,6 +97,24 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(tmp_path, args, message
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "occupied" / "precious.txt").read_text() == "keep me"
+
+
+def test_dimension_of_data_files_then_fom_on_the_simulators_chart(tmp_path):
+    from simulators import PolynomialSurface
+
+    torch.manual_seed(0)
+    np.save(tmp_path / "x.npy", PolynomialSurface()(torch.rand(1000, 1) * 2 - 1).numpy())
+    result = _cli("dimension", "--x", str(tmp_path / "x.npy"), "--out", "dim", "--quiet",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "manifold dimension: 2 (d = 3" in result.stdout
+    record = json.loads((tmp_path / "dim" / "dimension.json").read_text())
+    assert record["manifold_dim"] == 2 and [s["manifold_dim"] for s in record["scores"]] == [1, 2]
+    assert (tmp_path / "dim" / "dimension.png").stat().st_size > 0
+    result = _cli("train", "--simulator", "polynomial-surface", "--model", "fom",
+                  "--simulations", "400", "--out", "fom", *TINY_TRAINING, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trained fom (n=2)" in result.stdout
 
 
 def test_simulate_on_local_workers_then_train_from_the_store(tmp_path, capsys):
