@@ -18,7 +18,9 @@ Every row of Table 2 with a tractable density is trained on ``PolynomialSurface`
 
 Rows: AF (sbi's own ``likelihood_nn("nsf")`` through sbi's ``NLE``), PIE (original: the
 manifold depends on θ, ``pie-conditional``), PIE (unconditional manifold), M-flow and
-Me-flow each with alternating and sequential M/D training.
+Me-flow each with alternating and sequential M/D training, and FOM (not in the paper's
+Table 2): the same inner flow on the true chart ``PolynomialSurface().manifold_chart()``,
+trained like the sequential rows' density phase (``density_epochs``; no manifold phase).
 
 Each (row, seed) result is written to ``--cache`` as JSON as soon as it is done, so an
 interrupted run resumes, and runs can be split across processes (``--rows``, ``--seeds``).
@@ -27,6 +29,7 @@ interrupted run resumes, and runs can be split across processes (``--rows``, ``-
     python benchmarks/paper_table2.py                      # reduced budget (< 2 h, 2 cores)
     python benchmarks/paper_table2.py --full               # the paper's budget (10^5 samples)
     python benchmarks/paper_table2.py --report --write-results docs/results.md
+    python benchmarks/paper_table2.py --report --also n10000-e20-853997cb n10000-e20
 
 The paper's published medians are printed beside ours.
 """
@@ -65,7 +68,11 @@ ROWS = {
     "mflow-seq": ("M-flow (sequential M/D)", "mflow", "sequential"),
     "meflow-alt": ("Me-flow (alternating M/D)", "meflow", "alternating"),
     "meflow-seq": ("Me-flow (sequential M/D)", "meflow", "sequential"),
+    "fom": ("FOM (true manifold)", "fom", "sequential"),
 }
+
+#: model -> its prescribed chart (a model not listed learns its chart).
+CHARTS = {"fom": lambda: PolynomialSurface().manifold_chart()}
 
 #: The paper's Table 2 medians: manifold distance, reconstruction error, MMD, OOD AUC.
 PAPER = {
@@ -76,6 +83,7 @@ PAPER = {
     "mflow-seq": (0.009, 0.013, 0.017, 0.961),
     "meflow-alt": (0.003, 0.003, 0.030, 0.985),
     "meflow-seq": (0.002, 0.002, 0.007, 0.987),
+    "fom": (None, None, None, None),  # not in the paper's Table 2
 }
 METRICS = ("manifold_distance", "reconstruction_error", "posterior_mmd", "ood_auc")
 
@@ -117,8 +125,9 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
             max_num_epochs=args.epochs, training_batch_size=100, learning_rate=1e-3,
             stop_after_epochs=args.epochs,
         )
+    chart = CHARTS[model]() if model in CHARTS else None
     build = sbi_mflow.manifold_likelihood_nn(
-        model, 2, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
+        model, 2, chart=chart, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
         hidden_features=args.hidden_features, num_bins=args.bins, linear_layer=args.linear_layer,
         tangent_alignment=args.alignment, graph_layer=args.graph_layer,
     )
@@ -233,15 +242,26 @@ def _median(results: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _cached(args: argparse.Namespace, row: str) -> tuple[list[dict], str]:
+    """The cached results of ``row`` at these settings, else from the first of the
+    ``--also`` directories of the cache that has any, and the directory's name."""
+    folders = [_cache_file(args, row, 0).parent] + [Path(args.cache) / t for t in args.also]
+    for folder in folders:
+        files = sorted(folder.glob(f"{row}-seed*.json"))
+        if files:
+            return [json.loads(f.read_text()) for f in files], folder.name
+    return [], ""
+
+
 def table(args: argparse.Namespace) -> str:
-    """Markdown table: our medians over the cached seeds beside the paper's."""
+    """Markdown table: our medians over the cached seeds beside the paper's (with the cache
+    directory of each row when rows may come from other settings' runs, ``--also``)."""
     header = ("| model | seeds | manifold distance | reconstruction error | posterior MMD² "
-              "| OOD AUC | posterior C2ST | train s |")
-    lines = [header, "|" + "---|" * 8]
+              "| OOD AUC | posterior C2ST | train s |" + (" run |" if args.also else ""))
+    lines = [header, "|" + "---|" * (9 if args.also else 8)]
     af_mmd = None
     for row, (label, _, _) in ROWS.items():
-        results = [json.loads(f.read_text()) for f in
-                   sorted(_cache_file(args, row, 0).parent.glob(f"{row}-seed*.json"))]
+        results, folder = _cached(args, row)
         if not results:
             continue
 
@@ -251,7 +271,8 @@ def table(args: argparse.Namespace) -> str:
         cells = [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
         lines.append(f"| {label} | {len(results)} | " + " | ".join(cells)
                      + f" | {_fmt(_median(results, 'posterior_c2st'))} "
-                     f"| {_median(results, 'train_seconds'):.0f} |")
+                     f"| {_median(results, 'train_seconds'):.0f} |"
+                     + (f" {folder} |" if args.also else ""))
     text = "\n".join(lines)
     if af_mmd is not None:
         text += f"\n\nOne third of the AF's posterior MMD² in this run: {af_mmd / 3:.4f}."
@@ -295,6 +316,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default="benchmarks/results/table2")
     parser.add_argument("--report", action="store_true", help="only print the cached table")
+    parser.add_argument("--also", nargs="+", default=[], metavar="DIR",
+                        help="for the table, rows without results at these settings come from "
+                             "the first of these directories of --cache that has them (earlier "
+                             "settings or versions); a column names each row's directory")
     parser.add_argument("--write-results", help="insert the table into this Markdown file")
     args = parser.parse_args(argv)
     budget = FULL if args.full else REDUCED
