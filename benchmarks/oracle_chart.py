@@ -3,15 +3,19 @@
 An M-flow's posterior depends on θ only through its inner density p̂(u|θ) on the learned
 chart coordinates u (the volume term −½ log det JᵀJ does not depend on θ; paper Eq. 7), so
 its posterior MMD² is bounded below by how well a conditional flow learns p(z|θ) from the
-same simulations on the *true* chart. This benchmark measures that floor: sbi's
-``likelihood_nn("nsf")`` (as many couplings, as wide, as many bins as the M-flow's inner flow
-in ``paper_table2.py``) trained by sbi's ``NLE`` (or, ``--trainer sbi-mflow``, by our trainer
-with the density phase's optimiser settings) on z = (z1, z2) of ``PolynomialSurface``
-(``simulator.chart(x)``), 10⁴ simulations, then scored exactly like ``paper_table2.py``: the
-grid posterior of the 20 observations at θ = 0 against the reference, unbiased MMD² with the
-median-heuristic bandwidth. Per seed, also the spurious θ-dependence of the learned
-log-likelihood on 2000 test points: the RMS over θ and points of
-(log p̂(z|θ) − log p(z|θ)), each centred over the θ grid.
+same simulations on the *true* chart. This benchmark measures that floor with the FOM preset:
+``manifold_likelihood_nn("fom", chart=PolynomialSurface().manifold_chart())``, whose inner
+flow is the M-flow's of ``paper_table2.py`` (as many couplings, as wide, as many bins) on
+the true chart coordinates z = (z1, z2) (``simulator.chart(x)``), trained by sbi's ``NLE``
+(or, ``--trainer sbi-mflow``, by our trainer: the density phase only, with its optimiser
+settings) on x, 10⁴ simulations, then scored exactly like ``paper_table2.py``: the grid
+posterior (the FOM's exact ``log_prob``) of the 20 observations at θ = 0 against the
+reference, unbiased MMD² with the median-heuristic bandwidth. Per seed, also the spurious
+θ-dependence of the learned log-likelihood on 2000 test points: the RMS over θ and points
+of (log q̂(z|θ) − log p(z|θ)), each centred over the θ grid (q̂: the FOM's chart
+log-likelihood; its volume term does not depend on θ).
+
+Until 0.2.0.dev3 the model was sbi's ``likelihood_nn("nsf")`` on z, built here by hand.
 
 Writes ``benchmarks/results/table2_oracle_chart.json``. Run:
 ``python benchmarks/oracle_chart.py [--trainer sbi-mflow] [--seeds 0 1 ...]``; with
@@ -32,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._results import machine, write_result  # noqa: E402
-from sbi_mflow import ManifoldNLE, metrics  # noqa: E402
+from sbi_mflow import ManifoldNLE, manifold_likelihood_nn, metrics  # noqa: E402
 from sbi_mflow.tracking import NullTracker  # noqa: E402
 from simulators import PolynomialSurface  # noqa: E402
 from simulators._posterior import grid_posterior  # noqa: E402
@@ -49,7 +53,8 @@ def _centred_error(estimator, simulator, x: torch.Tensor, theta: torch.Tensor) -
     z = _latent(simulator, x)
     n, m = z.shape[0], theta.shape[0]
     with torch.no_grad():
-        learned = estimator.log_prob(z.unsqueeze(1).expand(n, m, 2), condition=theta).double()
+        learned = estimator.chart_log_prob(x.unsqueeze(1).expand(n, m, 3),
+                                           condition=theta).double()
     true = torch.stack([simulator.latent_log_prob(z.double(), t.expand(n, 1).double())
                         for t in theta.double()], 1)  # (n, m) like ``learned``
     error = (learned - learned.mean(1, keepdim=True)) - (true - true.mean(1, keepdim=True))
@@ -58,7 +63,6 @@ def _centred_error(estimator, simulator, x: torch.Tensor, theta: torch.Tensor) -
 
 def run(seed: int, args: argparse.Namespace) -> dict:
     from sbi.inference import NLE
-    from sbi.neural_nets import likelihood_nn
 
     simulator = PolynomialSurface()
     torch.manual_seed(seed)  # the same training data as paper_table2.py's seed
@@ -68,29 +72,27 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     x_test = simulator(simulator.default_theta.expand(1000, 1))
     x_obs = x_test[:20]
     torch.manual_seed(seed)
-    build = likelihood_nn("nsf", num_transforms=args.layers, hidden_features=args.hidden_features,
-                          num_bins=args.bins)
+    build = manifold_likelihood_nn("fom", chart=simulator.manifold_chart(),
+                                   inner_layers=args.layers,
+                                   hidden_features=args.hidden_features, num_bins=args.bins)
     if args.trainer == "sbi":
         inference = NLE(simulator.prior, density_estimator=build, show_progress_bars=False)
-        options = {}
-    else:  # our trainer, with the density phase's optimiser settings
+    else:  # our trainer: the density phase only (the chart is exact), its optimiser settings
         inference = ManifoldNLE(simulator.prior, density_estimator=build,
                                 show_progress_bars=False, tracker=NullTracker())
-        options = dict(schedule="simultaneous")
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimator = inference.append_simulations(theta, _latent(simulator, x)).train(
+        estimator = inference.append_simulations(theta, x).train(
             max_num_epochs=args.epochs, stop_after_epochs=args.stop_after_epochs,
-            training_batch_size=100, learning_rate=1e-3, **options)
+            training_batch_size=100, learning_rate=1e-3)
     train_seconds = time.perf_counter() - started
     estimator.eval()
-    z_obs = _latent(simulator, x_obs)
 
     @torch.no_grad()
     def log_lik(grid_theta: torch.Tensor) -> torch.Tensor:
-        z = z_obs.unsqueeze(1).expand(20, grid_theta.shape[0], 2)
-        return estimator.log_prob(z, condition=grid_theta.float()).double().sum(0)
+        x = x_obs.unsqueeze(1).expand(20, grid_theta.shape[0], 3)
+        return estimator.log_prob(x, condition=grid_theta.float()).double().sum(0)
 
     torch.manual_seed(2000)
     reference = simulator.reference_posterior(x_obs.double(), args.posterior_samples)
