@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -196,6 +197,9 @@ class ManifoldFlowBuilder:
                 f"points: {result.reason}. For full-rank data use an ambient flow (sbi's "
                 "likelihood_nn('nsf')); to force a manifold, pass manifold_dim=n."
             )
+        if not result.confirmed:
+            warnings.warn(f"manifold_dim='auto' uses n = {result.manifold_dim}, {result.reason}.",
+                          UserWarning, stacklevel=4)
         self.manifold_dim = int(result.manifold_dim)
 
     def __call__(self, batch_theta: Tensor | None, batch_x: Tensor) -> ManifoldFlowEstimator:

@@ -22,7 +22,12 @@ from tqdm.auto import tqdm
 from sbi_mflow.dimension.cross_validation import ChartScore, score_dimension
 from sbi_mflow.dimension.fast import FAST_METHOD, fast_dimension, prepare_rows
 from sbi_mflow.dimension.result import ManifoldDimEstimate
-from sbi_mflow.dimension.selection import DimensionSearchConfig, choose, next_candidate
+from sbi_mflow.dimension.selection import (
+    DimensionSearchConfig,
+    choose,
+    next_candidate,
+    start_candidate,
+)
 from sbi_mflow.training.config import TrainConfig
 
 __all__ = ["estimate_manifold_dim"]
@@ -96,7 +101,7 @@ def estimate_manifold_dim(
         train, validation = permutation[:split], permutation[split:]
         epochs = config.epochs(len(train), TrainConfig().resolved(torch.device(device))
                                .training_batch_size)
-        candidate: int | None = min(max(int(round(fast)), 1), data_dim - 1)
+        candidate: int | None = start_candidate(fast, data_dim)
         with tqdm(total=0, desc="manifold dimension", disable=not show_progress_bars) as bar:
             while candidate is not None:
                 bar.total += epochs
@@ -106,11 +111,13 @@ def estimate_manifold_dim(
                     seed=seed, progress=bar.update)
                 errors = {n: s.reconstruction for n, s in scores.items()}
                 candidate = next_candidate(errors, data_dim, config)
-        chosen, reason = choose(errors, data_dim, config)
+        linear = {n: s.linear for n, s in scores.items()}
+        chosen, confirmed, reason = choose(errors, linear, data_dim, fast, config)
     else:
-        chosen, reason = None, "the data vary along a single line: no manifold below d = 1"
+        chosen, confirmed = None, False
+        reason = "the data vary along a single line: no manifold below d = 1"
     return ManifoldDimEstimate(
-        manifold_dim=chosen, reason=reason, data_dim=data_dim,
+        manifold_dim=chosen, confirmed=confirmed, reason=reason, data_dim=data_dim,
         constant_coordinates=constant, fast_estimate=fast, fast_method=FAST_METHOD,
         scores=tuple(scores[n] for n in sorted(scores)),
         max_unexplained=config.max_unexplained, num_rows=int(prepared.shape[0]),

@@ -16,6 +16,8 @@ class ManifoldDimEstimate:
 
     Attributes:
         manifold_dim: the chosen n, or None when the data lie on no manifold below d.
+        confirmed: whether the held-out errors reach the noise floor at n (False: n is the
+            fast estimate, which the short manifold phases could not confirm).
         reason: why, in words, with the numbers.
         data_dim: d, the dimension of the data's linear span (constant, copied and linearly
             dependent coordinates do not count): the candidates are n < d.
@@ -30,6 +32,7 @@ class ManifoldDimEstimate:
     """
 
     manifold_dim: int | None
+    confirmed: bool
     reason: str
     data_dim: int
     constant_coordinates: tuple[int, ...]
@@ -50,7 +53,9 @@ class ManifoldDimEstimate:
         return asdict(self)
 
     def __str__(self) -> str:
-        lines = [f"manifold dimension: {self.manifold_dim if self.manifold_dim else 'none'} "
+        found = ("none" if self.manifold_dim is None else
+                 f"{self.manifold_dim}" + ("" if self.confirmed else " (unconfirmed)"))
+        lines = [f"manifold dimension: {found} "
                  f"(d = {self.data_dim}; fast estimate {self.fast_estimate:.2f}, "
                  f"{self.fast_method})", f"  {self.reason}",
                  "      n   held-out error   linear chart   epochs   seconds"]
@@ -83,7 +88,8 @@ class ManifoldDimEstimate:
         axis.set_ylabel("reconstruction error per coordinate")
         axis.set_xticks(ns)
         axis.set_title("no manifold below d" if self.manifold_dim is None
-                       else f"n = {self.manifold_dim} of d = {self.data_dim}")
+                       else f"n = {self.manifold_dim} of d = {self.data_dim}"
+                       + ("" if self.confirmed else " (unconfirmed)"))
         axis.legend(fontsize=8)
         if path is not None:
             figure.savefig(path, dpi=120, bbox_inches="tight")
