@@ -2,11 +2,12 @@
 
 For each data set (10⁴ simulations, seed 0) — PolynomialSurface (n = 2 in R³),
 ConditionalSphere, LorenzAttractor (2), ParticleDecay (10 in R⁴⁰), lifted two moons (2 in
-R³²), lifted sbibm gaussian_linear (10 in R⁶⁴) and the unlifted gaussian_linear
-(x = θ + noise, full rank in R¹⁰: no manifold) — once as simulated and once with Gaussian
-off-manifold noise of 1 % of each coordinate's spread, runs
-``sbi_mflow.estimate_manifold_dim(x)`` at its defaults and records the chosen n, the reason,
-the fast estimate and its time, and the per-n held-out errors.
+R³²), lifted sbibm gaussian_linear (10 in R⁶⁴), and, with no manifold, the unlifted
+gaussian_linear (x = θ + noise, full rank in R¹⁰) and Ornstein–Uhlenbeck paths (20 points,
+the first 0) — once as simulated and once with Gaussian off-manifold noise of 1 % of each
+coordinate's spread, runs ``sbi_mflow.estimate_manifold_dim(x)`` at its defaults and
+records the chosen n, whether cross-validation confirmed it, the reason, the fast estimate
+and its time, and the per-n held-out errors.
 
 Each finished (data set, noise) is written to ``benchmarks/results/manifold_dim.json`` as
 it lands, and a rerun skips those already there (``--fresh`` starts over)::
@@ -50,6 +51,18 @@ def _gaussian_linear() -> torch.Tensor:
     return theta + 0.1**0.5 * torch.randn(NUM, 10)
 
 
+def _ornstein_uhlenbeck() -> torch.Tensor:
+    """An Ornstein–Uhlenbeck path at 20 time points from x₀ = 0 (a constant coordinate):
+    x_t = x_{t−1} e^{−θ₁Δ} + θ₂ (1 − e^{−θ₁Δ}) + 0.2 ε_t, θ ~ U([0.5, 2] × [−1, 1]),
+    Δ = 0.5; fresh noise at every later point, so the data are full-rank in R¹⁹."""
+    theta = torch.rand(NUM, 2) * torch.tensor([1.5, 2.0]) + torch.tensor([0.5, -1.0])
+    decay = torch.exp(-theta[:, 0] * 0.5)
+    path = [torch.zeros(NUM)]
+    for _ in range(19):
+        path.append(path[-1] * decay + theta[:, 1] * (1 - decay) + 0.2 * torch.randn(NUM))
+    return torch.stack(path, dim=1)
+
+
 #: name → (true n, or None for no manifold; simulations).
 DATA: dict[str, tuple[int | None, Callable[[], torch.Tensor]]] = {
     "polynomial-surface": (2, _simulated(PolynomialSurface())),
@@ -60,6 +73,7 @@ DATA: dict[str, tuple[int | None, Callable[[], torch.Tensor]]] = {
     "lifted-gaussian-linear-64": (10, lambda: Lift(10, 64, 20261128, scale=0.45)(
         _gaussian_linear().double()).float()),
     "gaussian-linear-10": (None, _gaussian_linear),
+    "ornstein-uhlenbeck-20": (None, _ornstein_uhlenbeck),
 }
 
 
@@ -81,7 +95,8 @@ def report(runs: dict[str, dict]) -> str:
         errors = " ".join(f"{s['manifold_dim']}: {s['reconstruction']:.2g}"
                           for s in result["scores"])
         chosen = result["manifold_dim"] if result["manifold_dim"] is not None else "none"
-        ok = "" if run["correct"] else " ✗"
+        ok = ("" if result.get("confirmed", True) or result["manifold_dim"] is None
+              else " (unconfirmed)") + ("" if run["correct"] else " ✗")
         true = run["true_manifold_dim"] if run["true_manifold_dim"] is not None else "none"
         lines.append(f"| {run['data']} | {result['data_dim']} | {true} | {run['noise']:g} | "
                      f"{result['fast_estimate']:.2f} ({result['fast_seconds']:.1f}) | "
