@@ -110,7 +110,7 @@ def estimate_manifold_dim(
                     values, train, validation, candidate, epochs, torch.device(device),
                     seed=seed, progress=bar.update)
                 errors = {n: s.reconstruction for n, s in scores.items()}
-                candidate = next_candidate(errors, data_dim, config)
+                candidate = next_candidate(errors, data_dim, fast, config)
         linear = {n: s.linear for n, s in scores.items()}
         chosen, confirmed, reason = choose(errors, linear, data_dim, fast, config)
     else:

@@ -20,15 +20,22 @@ rule takes the smallest n at which
 Full-rank data are all "noise": e(n) ≈ (d − n)/d never reaches 1 %, and no n < d is
 chosen.
 
-A short manifold phase does not always reach the floor where a manifold exists: on
-ParticleDecay (n = 10 in R⁴⁰; three 2-spheres of decay directions, which no single chart
-R¹⁰ covers) the chart leaves 7–8 % at n = 10. When no n reaches the floor, the fast estimate
-m̂ is taken *unconfirmed* if it is clearly below d (m̂ ≤ d − ``fast_margin``) and the
-learned chart at n̂ = round(m̂) leaves at most ``max_chart_ratio`` of what the best linear
-n̂-dimensional chart leaves (the data are curved around an n̂-manifold, not spread over
-R^d: full-rank Gaussian data give ratios of 0.3–1, and MLE reads far below d there only
-when d is large, e.g. 36 at d = 64). Otherwise the answer is "no manifold below d".
-Measured curves are in docs/results.md (benchmarks/manifold_dim.py).
+Candidates start at n̂ = round(m̂), the fast estimate (:mod:`sbi_mflow.dimension.fast`), and
+an answer above n̂ + ``max_above_fast`` (default 1) is never taken: a short manifold phase
+fits a strongly curved manifold worse than a long one, and a few spare latent dimensions
+let it cut corners, so the curve can keep falling above the true n (tutorial 05's surface,
+n = 2 in R⁵: e = 0.071, 0.0049, 7.5e-5 at n = 2, 3, 4, where MLE read 2.06). MLE was within
+0.35 of the true n on every data set measured (n ≤ 10); its known downward bias grows with n
+(10.2 of 10 at ParticleDecay, but 36 for full-rank Gaussian data in R⁶⁴).
+
+When no allowed n reaches the floor, n̂ is taken *unconfirmed* if it is clearly below d
+(m̂ ≤ d − ``fast_margin``) and the learned chart at n̂ leaves at most ``max_chart_ratio``
+of what the best linear n̂-dimensional chart leaves: the data are curved around an
+n̂-manifold that a short phase does not fit, not spread over R^d (on ParticleDecay, n = 10
+in R⁴⁰ with three 2-spheres of decay directions that no single chart R¹⁰ covers, the chart
+leaves 8 % at n = 10, 24 % of the linear chart's; full-rank Gaussian data give 33–100 %).
+Otherwise the answer is "no manifold below d". Measured curves are in docs/results.md
+(benchmarks/manifold_dim.py).
 
 References:
     Brehmer, Cranmer. Flows for simultaneous manifold learning and density estimation.
@@ -57,8 +64,9 @@ class DimensionSearchConfig:
             variance) the chosen n may leave.
         min_gain: a further dimension is needed when it divides e(n) by at least this.
         resolution: errors below this count as on the manifold, whatever the gain.
-        max_candidates: most candidate n trained (the search starts around the fast
+        max_candidates: most candidate n trained (the search starts at the fast
             estimate and walks until the rule decides).
+        max_above_fast: the answer is at most round(fast estimate) + this.
         fast_margin: an unconfirmed fast estimate must lie this far below d.
         max_chart_ratio: ... and the chart at round(m̂) must leave at most this fraction of
             the linear chart's error.
@@ -71,6 +79,7 @@ class DimensionSearchConfig:
     min_gain: float = 10.0
     resolution: float = 1e-4
     max_candidates: int = 5
+    max_above_fast: int = 1
     fast_margin: float = 1.5
     max_chart_ratio: float = 0.3
     max_rows: int = 10_000
@@ -103,6 +112,18 @@ def _accepts(errors: Mapping[int, float], n: int, data_dim: int,
     return errors[n + 1] >= errors[n] / config.min_gain
 
 
+def start_candidate(fast_estimate: float, data_dim: int) -> int:
+    """n̂ = round(m̂), kept within 1 … d − 1: the first candidate trained."""
+    return min(max(int(round(fast_estimate)), 1), data_dim - 1)
+
+
+def _answers(errors: Mapping[int, float], data_dim: int, fast_estimate: float,
+             config: DimensionSearchConfig) -> list[int]:
+    """The candidates tried that may be the answer (at most n̂ + max_above_fast), in order."""
+    cap = start_candidate(fast_estimate, data_dim) + config.max_above_fast
+    return [n for n in sorted(errors) if n <= cap]
+
+
 def choose(errors: Mapping[int, float], linear: Mapping[int, float], data_dim: int,
            fast_estimate: float, config: DimensionSearchConfig
            ) -> tuple[int | None, bool, str]:
@@ -111,7 +132,7 @@ def choose(errors: Mapping[int, float], linear: Mapping[int, float], data_dim: i
 
     ``errors`` and ``linear``: e(n) of the learned and of the linear chart per n tried.
     """
-    for n in sorted(errors):
+    for n in _answers(errors, data_dim, fast_estimate, config):
         if _accepts(errors, n, data_dim, config):
             gain = (f"; e({n + 1}) = {errors[n + 1]:.3g}, one more dimension gains less than "
                     f"{config.min_gain:g}x" if n + 1 in errors else "")
@@ -122,46 +143,43 @@ def choose(errors: Mapping[int, float], linear: Mapping[int, float], data_dim: i
                      else f"n = {n - 1} was not tried: max_candidates reached")
             return n, True, (f"held-out reconstruction error e({n}) = {errors[n]:.3g} is at "
                              f"the noise floor ({below}{gain})")
-    top = max(errors)
     guess = start_candidate(fast_estimate, data_dim)
     ratio = errors[guess] / linear[guess] if linear.get(guess, 0) > 0 else float("inf")
+    tried = ", ".join(f"e({n}) = {errors[n]:.3g}" for n in sorted(errors))
     if fast_estimate <= data_dim - config.fast_margin and ratio <= config.max_chart_ratio:
         return guess, False, (
-            f"unconfirmed: no n up to {top} reaches the noise floor in a short manifold phase "
-            f"(e({top}) = {errors[top]:.3g} > {config.max_unexplained:g}), but the fast "
-            f"estimate {fast_estimate:.2f} is far below d = {data_dim} and the chart at n = "
-            f"{guess} leaves {100 * ratio:.0f}% of what the best linear chart leaves: the data "
+            f"unconfirmed: the fast estimate {fast_estimate:.2f} is far below d = {data_dim} "
+            f"and the chart at n = {guess} leaves {100 * ratio:.0f}% of what the best linear "
+            f"chart leaves, but no n up to {guess + config.max_above_fast} reaches the noise "
+            f"floor ({config.max_unexplained:g}) in a short manifold phase ({tried}): the data "
             "are curved around a manifold that a short phase does not fit (slow convergence, "
             "or a manifold no single chart covers); check the manifold check after training")
     return None, False, (
-        f"no manifold below d = {data_dim}: the best held-out reconstruction error, "
-        f"e({top}) = {errors[top]:.3g}, leaves more than {config.max_unexplained:g} of the "
-        f"variance off the manifold, and the chart at n = {guess} leaves {100 * ratio:.0f}% "
-        "of what a linear chart leaves (full-rank data, or noise as large as the signal)")
+        f"no manifold below d = {data_dim}: no n reaches the noise floor "
+        f"({config.max_unexplained:g}; {tried}), and the chart at n = {guess} leaves "
+        f"{100 * ratio:.0f}% of what a linear chart leaves (full-rank data, or noise as "
+        "large as the signal)")
 
 
-def start_candidate(fast_estimate: float, data_dim: int) -> int:
-    """n̂ = round(m̂), kept within 1 … d − 1: the first candidate trained."""
-    return min(max(int(round(fast_estimate)), 1), data_dim - 1)
-
-
-def next_candidate(errors: Mapping[int, float], data_dim: int,
+def next_candidate(errors: Mapping[int, float], data_dim: int, fast_estimate: float,
                    config: DimensionSearchConfig) -> int | None:
     """The next n to train, or None when :func:`choose` can decide.
 
     Walks down while the smallest candidate tried is accepted (a smaller n may be too),
     fills in e(n + 1) where the flatness test needs it, and walks up while nothing is
-    accepted; stops at ``max_candidates`` or when n would reach d.
+    accepted, to n̂ + ``max_above_fast`` at most; stops at ``max_candidates`` or when n
+    would reach d.
     """
     if len(errors) >= config.max_candidates:
         return None
-    ordered = sorted(errors)
-    for n in ordered:
+    answers = _answers(errors, data_dim, fast_estimate, config)
+    for n in answers:
         verdict = _accepts(errors, n, data_dim, config)
         if verdict is None:
             return n + 1
         if verdict:
-            lowest = ordered[0]
+            lowest = answers[0]
             return lowest - 1 if n == lowest and lowest > 1 else None
-    top = ordered[-1]
-    return top + 1 if top + 1 < data_dim else None
+    top = answers[-1]
+    cap = start_candidate(fast_estimate, data_dim) + config.max_above_fast
+    return top + 1 if top + 1 < data_dim and top + 1 <= cap else None
