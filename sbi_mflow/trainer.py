@@ -229,6 +229,7 @@ class ManifoldNLE(NLE):
             raise RuntimeError("No simulations found: call append_simulations() first.")
         self._warn_small_cuda_batch(config)
         start = int(discard_prior_samples and max(self._data_round_index) > 0)
+        self._training_start = start  # the split below indexes simulations from this round
         self._round = max(self._data_round_index)
         theta, x, score = self.get_simulations_with_score(start)
         if scandal_weight > 0 and score is None:
@@ -266,6 +267,19 @@ class ManifoldNLE(NLE):
                 print(f"{phase.name}: {phase.epochs_done} epochs, best validation loss "
                       f"{phase.stopping.best_loss:.4f}")
         return estimator
+
+    def _reference_x(self, rows: int = 2000) -> Tensor | None:
+        """Training rows that let the posterior judge whether x_o is off the manifold: those
+        of the last training run (its split indexes the rounds it kept), else the newest
+        simulations, else None (an estimator trained elsewhere)."""
+        if not self._data_round_index:
+            return None
+        indices = getattr(self, "train_indices", None)
+        if indices is None:
+            _, x, _ = self.get_simulations()
+            return x[-rows:]
+        _, x, _ = self.get_simulations(self._training_start)
+        return x[indices[:rows]]
 
     def _split(self, num: int, validation_fraction: float) -> None:
         permutation = torch.randperm(num)
@@ -314,8 +328,6 @@ class ManifoldNLE(NLE):
         if prior is None:
             raise ValueError("No prior: pass prior= here or to ManifoldNLE(prior, ...).")
         if "reference_x" not in options and "reference_errors" not in options:
-            # Training data let the posterior judge whether x_o is off the manifold.
-            _, x, _ = self.get_simulations()
-            options["reference_x"] = x[self.train_indices[:2000]]
+            options["reference_x"] = self._reference_x()
         self._posterior = manifold_posterior(estimator, prior, **options)
         return self._posterior

@@ -280,3 +280,36 @@ def test_progress_bar_counts_epochs_without_an_absurd_total(capsys):
         assert bar.total == 25
     shown = capsys.readouterr().err
     assert "3epoch" in shown.replace(" ", "") and "1073741823" not in shown
+
+
+def test_posterior_reference_rows_come_from_the_rounds_training_kept():
+    simulator = PolynomialSurface()
+    torch.manual_seed(0)
+    theta0 = simulator.prior.sample((200,))
+    theta1 = simulator.prior.sample((200,))
+    inference = _inference()
+    inference.append_simulations(theta0, simulator(theta0))
+    inference.append_simulations(theta1, simulator(theta1) + 100.0, from_round=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 2-epoch chart: stall warnings are expected
+        inference.train(max_num_epochs=2, discard_prior_samples=True, manifold_candidates=1)
+    posterior = inference.build_posterior()
+    # round 1 was shifted by 100: every reference row must come from it
+    assert posterior.reference_x.shape == (150, 3)
+    assert bool((posterior.reference_x[:, 0] > 50).all())
+
+
+def test_build_posterior_of_an_estimator_trained_elsewhere_before_any_training():
+    simulator = PolynomialSurface()
+    torch.manual_seed(0)
+    theta = simulator.prior.sample((200,))
+    trained = _inference()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = trained.append_simulations(theta, simulator(theta)).train(max_num_epochs=2)
+    fresh = sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False)
+    posterior = fresh.build_posterior(density_estimator=net)
+    assert posterior.reference_x is None  # nothing to judge x_o against: no simulations
+    fresh.append_simulations(theta, simulator(theta))  # simulations, but no training yet
+    posterior = fresh.build_posterior(density_estimator=net)
+    assert posterior.reference_x.shape == (200, 3)
