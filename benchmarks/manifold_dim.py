@@ -3,11 +3,11 @@
 For each data set (10⁴ simulations, seed 0) — PolynomialSurface (n = 2 in R³),
 ConditionalSphere, LorenzAttractor (2), ParticleDecay (10 in R⁴⁰), lifted two moons (2 in
 R³²), lifted sbibm gaussian_linear (10 in R⁶⁴), and, with no manifold, the unlifted
-gaussian_linear (x = θ + noise, full rank in R¹⁰) and Ornstein–Uhlenbeck paths (20 points,
-the first 0) — once as simulated and once with Gaussian off-manifold noise of 1 % of each
-coordinate's spread, runs ``sbi_mflow.estimate_manifold_dim(x)`` at its defaults and
-records the chosen n, whether cross-validation confirmed it, the reason, the fast estimate
-and its time, and the per-n held-out errors.
+gaussian_linear (x = θ + noise, full rank in R¹⁰), Ornstein–Uhlenbeck paths (20 points,
+the first 0) and N(0, I₆₄) — once as simulated and once with Gaussian off-manifold noise
+of 1 % of each coordinate's spread, runs ``sbi_mflow.estimate_manifold_dim(x)`` at its
+defaults and records the chosen n, whether cross-validation confirmed it, the reason, the
+fast estimate and its time, and the per-n held-out errors.
 
 Each finished (data set, noise) is written to ``benchmarks/results/manifold_dim.json`` as
 it lands, and a rerun skips those already there (``--fresh`` starts over)::
@@ -74,6 +74,7 @@ DATA: dict[str, tuple[int | None, Callable[[], torch.Tensor]]] = {
         _gaussian_linear().double()).float()),
     "gaussian-linear-10": (None, _gaussian_linear),
     "ornstein-uhlenbeck-20": (None, _ornstein_uhlenbeck),
+    "gaussian-64": (None, lambda: torch.randn(NUM, 64)),
 }
 
 

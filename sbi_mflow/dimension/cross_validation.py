@@ -11,6 +11,7 @@ linear (PCA) chart's error at the same n beside it (:func:`sbi_mflow.training.ch
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,10 @@ def score_dimension(x: Tensor, train_indices: Tensor, val_indices: Tensor, manif
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
-    estimator = manifold_likelihood_nn("mflow", manifold_dim)(None, x[train_indices].cpu())
+    with warnings.catch_warnings():
+        # n = 1 without θ: the (unused) inner flow's conditioner has no inputs
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        estimator = manifold_likelihood_nn("mflow", manifold_dim)(None, x[train_indices].cpu())
     estimator = estimator.to(device)
     data = TrainingData.on_device(torch.zeros(x.shape[0], 0), x, None, train_indices,
                                   val_indices, device)
