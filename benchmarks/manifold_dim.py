@@ -15,6 +15,7 @@ it lands, and a rerun skips those already there (``--fresh`` starts over)::
     python benchmarks/manifold_dim.py                 # all, 2 torch threads
     python benchmarks/manifold_dim.py --data poly moons32
     python benchmarks/manifold_dim.py --report        # the table in docs/results.md
+    python benchmarks/manifold_dim.py --compare-fast [--report]   # MLE, TwoNN, MOM alone
 """
 
 from __future__ import annotations
@@ -105,6 +106,53 @@ def report(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+#: Intrinsic-dimension estimators of scikit-dimension compared as the fast estimate.
+FAST_ESTIMATORS = {
+    "MLE (k=20)": lambda skdim: (skdim.id.MLE(), {"n_neighbors": 20}),
+    "TwoNN": lambda skdim: (skdim.id.TwoNN(), {}),
+    "MOM (k=20)": lambda skdim: (skdim.id.MOM(), {"n_neighbors": 20}),
+}
+
+
+def compare_fast(names: list[str], noises: list[float]) -> dict[str, dict]:
+    """Each of :data:`FAST_ESTIMATORS` on each data set (the rows ``estimate_manifold_dim``
+    uses: distinct, standardised, constant coordinates dropped): estimate and seconds."""
+    from sbi_mflow.dimension.fast import _skdim, prepare_rows
+
+    skdim = _skdim()
+    out = {}
+    for name in names:
+        for noise in noises:
+            rows = prepare_rows(_data(name, noise).double().numpy(), NUM, seed=0)
+            for label, make in FAST_ESTIMATORS.items():
+                estimator, options = make(skdim)
+                started = time.perf_counter()
+                estimator.fit(rows, **options)
+                out[f"{name}/noise={noise:g}/{label}"] = {
+                    "data": name, "noise": noise, "estimator": label,
+                    "true_manifold_dim": DATA[name][0], "data_dim": rows.shape[1],
+                    "estimate": float(estimator.dimension_),
+                    "seconds": time.perf_counter() - started}
+                print(f"{name} noise={noise:g} {label}: {estimator.dimension_:.2f}", flush=True)
+    return out
+
+
+def report_fast(runs: dict[str, dict]) -> str:
+    labels = list(dict.fromkeys(run["estimator"] for run in runs.values()))
+    lines = ["| data | true n | noise | " + " | ".join(f"{x} (s)" for x in labels) + " |",
+             "|---|---|---|" + "---|" * len(labels)]
+    rows: dict[tuple, dict] = {}
+    for run in runs.values():
+        rows.setdefault((run["data"], run["noise"], run["true_manifold_dim"]), {})[
+            run["estimator"]] = run
+    for (data, noise, true), found in rows.items():
+        cells = " | ".join(f"{found[x]['estimate']:.2f} ({found[x]['seconds']:.1f})"
+                           for x in labels)
+        lines.append(f"| {data} | {true if true is not None else 'none'} | {noise:g} | "
+                     f"{cells} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=list(DATA), choices=list(DATA))
@@ -112,7 +160,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--report", action="store_true", help="Markdown from the JSON file")
+    parser.add_argument("--compare-fast", action="store_true",
+                        help="only the fast estimators, into manifold_dim_fast.json")
     args = parser.parse_args()
+    if args.compare_fast:
+        fast_path = RESULTS / f"{NAME}_fast.json"
+        if args.report:
+            print(report_fast(json.loads(fast_path.read_text())["runs"]))
+            return
+        torch.set_num_threads(args.threads)
+        write_result(f"{NAME}_fast", {"machine": machine(), "note": "fast estimators",
+                                      "runs": compare_fast(args.data, args.noise)})
+        return
     path = RESULTS / f"{NAME}.json"
     runs = {} if args.fresh or not path.exists() else json.loads(path.read_text())["runs"]
     if args.report:

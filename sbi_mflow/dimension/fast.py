@@ -7,10 +7,11 @@ each point, with T_k its distance to the k-th nearest neighbour,
 
 averaged over points. It was chosen over TwoNN (``skdim.id.TwoNN``), which uses only the
 first two neighbours: with Gaussian off-manifold noise of 1 % of the data's spread, TwoNN
-read 4.3 on lifted two moons (n = 2 in R³²), where MLE read 2.3, because at 10⁴ points
-the nearest-neighbour distance of a 2-manifold is about the noise; MLE was within 0.35 of
-the true n on every simulator of the package, with and without that noise, in under a
-second at 10⁴ × 64 (benchmarks/manifold_dim.py).
+read 4.4 on lifted two moons (n = 2 in R³²), where MLE read 2.35, because at 10⁴ points
+the nearest-neighbour distance of a 2-manifold is about the noise; and over the method of
+moments (``skdim.id.MOM``), which read 11.0–11.5 on the package's n = 10 tasks. MLE was
+within 0.35 of the true n on every simulator of the package, with and without that noise,
+in under half a second at 10⁴ × 64 (``python benchmarks/manifold_dim.py --compare-fast``).
 
 References:
     Levina, Bickel. Maximum likelihood estimation of intrinsic dimension. NeurIPS 2004.

@@ -32,8 +32,8 @@ When no allowed n reaches the floor, n̂ is taken *unconfirmed* if it is clearly
 (m̂ ≤ d − ``fast_margin``) and the learned chart at n̂ leaves at most ``max_chart_ratio``
 (1/2) of what the best linear n̂-dimensional chart leaves: the data are curved around an
 n̂-manifold that a short phase does not fit, not spread over R^d. Measured: 17 % on tutorial
-05's surface, 24 % on ParticleDecay (n = 10 in R⁴⁰ with three 2-spheres of decay
-directions, which no single chart R¹⁰ covers; the chart leaves 8 %), 30–31 % on the lifted
+05's surface, 21–26 % on ParticleDecay (n = 10 in R⁴⁰ with three 2-spheres of decay
+directions, which no single chart R¹⁰ covers; the chart leaves 7–9 %), 30–31 % on the lifted
 gaussian_linear (n = 10 in R⁶⁴); full-rank data: 35–42 % at n = d − 1 in R¹⁰ (which the
 fast margin excludes), and near 100 % when d − n is large (benchmarks/manifold_dim.py).
 Otherwise the answer is "no manifold below d". Measured curves are in docs/results.md
