@@ -57,8 +57,7 @@ def score_dimension(x: Tensor, train_indices: Tensor, val_indices: Tensor, manif
                                   val_indices, device)
     config = TrainConfig(max_num_epochs=2 * epochs, stop_after_epochs=max(3, epochs // 4),
                          compile=False).resolved(device)
-    parameters = [*estimator.chart.parameters(), *estimator.encoder.parameters()]
-    phase = Phase.create("manifold", parameters,
+    phase = Phase.create("manifold", estimator.manifold_parameters(),
                          ReconstructionLoss(estimator.config.reconstruction_weight), data,
                          epochs, config, learning_rate=config.manifold_learning_rate)
     while not phase.finished:
@@ -67,6 +66,6 @@ def score_dimension(x: Tensor, train_indices: Tensor, val_indices: Tensor, manif
         if progress is not None:
             progress()
     phase.stopping.restore(estimator)
-    check = check_manifold(estimator, data, warn=False)
+    check = check_manifold(estimator, data, warn=False, diagnose=False)  # n is the question
     return ChartScore(manifold_dim, check.reconstruction, check.linear_baseline,
                       phase.epochs_done, time.perf_counter() - started)

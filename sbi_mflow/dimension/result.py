@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sbi_mflow.dimension.cross_validation import ChartScore
@@ -42,7 +42,7 @@ class ManifoldDimEstimate:
     max_unexplained: float
     num_rows: int
     seconds: float
-    fast_seconds: float = field(default=0.0)
+    fast_seconds: float = 0.0
 
     @property
     def errors(self) -> dict[int, float]:

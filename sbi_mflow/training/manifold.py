@@ -108,8 +108,13 @@ def _standardized(estimator: ManifoldFlowEstimator, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def check_manifold(estimator: ManifoldFlowEstimator, data: TrainingData,
-                   max_rows: int = 20_000, warn: bool = True) -> ManifoldCheck:
-    """Compare the chart's held-out reconstruction with the linear chart's; warn on a stall."""
+                   max_rows: int = 20_000, warn: bool = True,
+                   diagnose: bool = True) -> ManifoldCheck:
+    """Compare the chart's held-out reconstruction with the linear chart's; warn on a stall.
+
+    ``diagnose``: estimate the data's intrinsic dimension when the check fails (to tell a
+    stall from data on no n-manifold); off where only the two errors are wanted.
+    """
     estimator.eval()
     train = _standardized(estimator, data.x[data.train_indices[:max_rows]])
     val_x = data.x[data.val_indices[:max_rows]]
@@ -123,7 +128,7 @@ def check_manifold(estimator: ManifoldFlowEstimator, data: TrainingData,
     baseline = linear_baseline(train, _standardized(estimator, val_x), estimator.manifold_dim)
     ratio = error / baseline if baseline > 0 else float("inf")
     stalled = error > STALL_FLOOR and ratio > STALL_RATIO
-    dimension = _data_dimension(train[:DIMENSION_ROWS]) if stalled else None
+    dimension = _data_dimension(train[:DIMENSION_ROWS]) if stalled and diagnose else None
     check = ManifoldCheck(error, baseline, ratio, stalled, dimension,
                           dimension is not None
                           and dimension > estimator.manifold_dim + NO_MANIFOLD_MARGIN)
