@@ -124,26 +124,11 @@ def held_out_score_error(model: str, estimator, theta, x, score) -> float:
 
 def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, str]:
     """``args.samples`` posterior draws and a short note on the sampler's diagnostics."""
-    if model == "mflow":
-        import arviz as az
+    if model == "mflow" or args.nsf_sampler == "nuts":
+        return _nuts(inference, x_o, args)
 
-        posterior = inference.build_posterior(
-            num_chains=args.chains, warmup_steps=args.warmup,
-            max_tree_depth=args.max_tree_depth, check_convergence=False,
-        )
-        idata = posterior.sample_arviz(args.samples, x=x_o, seed=args.seed)
-        draws = torch.as_tensor(idata.posterior["theta"].values)  # (C, N, p)
-        samples = draws.transpose(0, 1).reshape(-1, draws.shape[-1])[: args.samples]
-        result = posterior.chain_result
-        steps = sum(result.potential_calls) / (args.chains * (args.warmup + draws.shape[1]))
-        note = (f"NUTS R̂ {float(az.rhat(idata)['theta'].max()):.3f}, "
-                f"{result.num_divergences} div., {steps:.1f} grad/draw")
-        return samples.float(), note
-
-    from sbi.inference import NLE
     from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
 
-    # ManifoldNLE.build_posterior is the manifold NUTS posterior; sbi's own for the NSF.
     if args.nsf_sampler == "rejection":
         from sbi.inference.potentials import likelihood_estimator_based_potential
         from sbi.samplers.rejection.rejection import rejection_sample
@@ -163,44 +148,32 @@ def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, st
         if samples.shape[0] < args.samples:
             note += f", timed out after {args.rejection_timeout:g} s with {samples.shape[0]} draws"
         return samples.float(), note
-    if args.nsf_sampler == "nuts":
-        return _nsf_nuts(inference, x_o, args)
     parameters = MCMCPosteriorParameters(
         method="slice_np_vectorized", num_chains=args.sbi_chains,
         warmup_steps=args.sbi_warmup, thin=1, init_strategy="resample",
     )
-    posterior = NLE.build_posterior(inference, posterior_parameters=parameters)
+    posterior = inference.build_posterior(posterior_parameters=parameters)  # sbi's sampler
     samples = posterior.sample((args.samples,), x=x_o, show_progress_bars=False)
     return samples.float(), f"slice, {args.sbi_chains} chains, {args.sbi_warmup} warm-up"
 
 
-def _nsf_nuts(inference, x_o, args) -> tuple[torch.Tensor, str]:
-    """The M-flow's Pyro NUTS runner (sbi_mflow.sampling) on sbi's NLE potential of the NSF."""
-    from sbi.inference.potentials import likelihood_estimator_based_potential
+def _nuts(inference, x_o, args) -> tuple[torch.Tensor, str]:
+    """The library's NUTS posterior: the chart potential for the M-flow, the exact
+    likelihood for sbi's NSF."""
+    from sbi_mflow.sampling.convergence import summarize
 
-    from sbi_mflow.sampling.chains import run_chains
-
-    prior = inference._prior
-    potential, transform = likelihood_estimator_based_potential(
-        inference._neural_net, prior, x_o)
-
-    def energy(z: torch.Tensor) -> torch.Tensor:
-        z = z.float()
-        theta = transform.inv(z)
-        log_det = transform.inv.log_abs_det_jacobian(z, theta)
-        return -(potential(theta, track_gradients=True) + log_det).double()
-
-    candidates = prior.sample((1000,))  # chain starts by SIR, as ManifoldPosterior does
-    with torch.no_grad():
-        log_weights = potential(candidates)
-    index = torch.multinomial(torch.exp(log_weights - log_weights.max()).double(), args.chains)
-    result = run_chains(energy, transform(candidates[index]).double(),
-                        num_draws=-(-args.samples // args.chains), warmup_steps=args.warmup,
-                        max_tree_depth=args.max_tree_depth)
-    draws = transform.inv(result.samples.float())  # (C, N, p)
-    samples = draws.transpose(0, 1).reshape(-1, draws.shape[-1])[: args.samples]
-    steps = sum(result.potential_calls) / (args.chains * (args.warmup + draws.shape[1]))
-    return samples, f"NUTS, {result.num_divergences} div., {steps:.1f} grad/draw"
+    posterior = inference.build_posterior(
+        num_chains=args.chains, warmup_steps=args.warmup, max_tree_depth=args.max_tree_depth,
+        check_convergence=False,
+    )
+    samples = posterior.sample((args.samples,), x=x_o, seed=args.seed)
+    result = posterior.chain_result
+    draws = result.samples.shape[1]
+    steps = sum(result.potential_calls) / (args.chains * (args.warmup + draws * result.thin))
+    theta = posterior.theta_transform.inv(result.samples).detach().double().numpy()
+    rhat = summarize(theta).max_rhat
+    return samples.float(), (f"NUTS R̂ {rhat:.3f}, {result.num_divergences} div., "
+                             f"{steps:.1f} grad/transition")
 
 
 def metrics(samples: torch.Tensor, reference: torch.Tensor, theta_true) -> dict[str, float]:

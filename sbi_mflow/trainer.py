@@ -317,16 +317,61 @@ class ManifoldNLE(NLE):
                 self._tracker.log_metric(f"{result.phase}/{key}", value, step=step)
 
     # -------------------------------------------------------------- posterior
-    def build_posterior(self, density_estimator=None, prior=None, **options: Any):
-        """Fixed-manifold NUTS posterior (see :func:`sbi_mflow.manifold_posterior`)."""
+    def build_posterior(
+        self,
+        density_estimator: ConditionalDensityEstimator | None = None,
+        prior=None,
+        sample_with: str = "mcmc",
+        mcmc_method: str | None = None,
+        vi_method: str = "rKL",
+        mcmc_parameters: dict[str, Any] | None = None,
+        vi_parameters: dict[str, Any] | None = None,
+        rejection_sampling_parameters: dict[str, Any] | None = None,
+        importance_sampling_parameters: dict[str, Any] | None = None,
+        posterior_parameters=None,
+        **options: Any,
+    ):
+        """The posterior, with sbi 0.27's ``NLE.build_posterior`` arguments.
+
+        Default (``mcmc_method`` None, ``"nuts_pyro"`` or ``"hmc_pyro"``, also through
+        ``posterior_parameters=MCMCPosteriorParameters(method="nuts_pyro", ...)``): the
+        NUTS posterior (:func:`sbi_mflow.manifold_posterior`), vectorised over chains and
+        observations, on the chart potential for a fixed-manifold model and on the exact
+        likelihood for any other estimator (sbi's NSF/MAF trained here too). sbi's MCMC
+        settings are translated (:func:`sbi_mflow.sampling.sbi_arguments.nuts_options`);
+        ``options`` are :class:`~sbi_mflow.NUTSConfig` fields and the posterior's keywords.
+
+        Any other method (sbi's ``slice_np_vectorized`` …, ``sample_with="rejection"``,
+        ``"vi"``, ``"importance"``): sbi's own posterior on the estimator's exact
+        ``log_prob`` (for M-flow the density on the learned manifold, the decoder Jacobian
+        included), as ``NLE.build_posterior`` builds it.
+
+        Works before or without :meth:`train` when ``density_estimator=`` is given.
+        """
         from sbi_mflow.sampling import manifold_posterior
+        from sbi_mflow.sampling.sbi_arguments import nuts_options
 
         estimator = density_estimator if density_estimator is not None else self._neural_net
         if estimator is None:
             raise RuntimeError("Train the estimator (or pass density_estimator=) first.")
+        nuts = nuts_options(sample_with, mcmc_method, mcmc_parameters, posterior_parameters)
+        if nuts is None:
+            if options:
+                raise TypeError(
+                    f"Unknown arguments {sorted(options)} for sbi's {sample_with} posterior."
+                )
+            return super().build_posterior(
+                density_estimator, prior, sample_with,
+                mcmc_method=mcmc_method or "slice_np_vectorized", vi_method=vi_method,
+                mcmc_parameters=mcmc_parameters, vi_parameters=vi_parameters,
+                rejection_sampling_parameters=rejection_sampling_parameters,
+                importance_sampling_parameters=importance_sampling_parameters,
+                posterior_parameters=posterior_parameters,
+            )
         prior = prior if prior is not None else self._prior
         if prior is None:
             raise ValueError("No prior: pass prior= here or to ManifoldNLE(prior, ...).")
+        options = {**nuts, **options}
         if "reference_x" not in options and "reference_errors" not in options:
             options["reference_x"] = self._reference_x()
         self._posterior = manifold_posterior(estimator, prior, **options)

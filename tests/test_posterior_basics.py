@@ -10,7 +10,7 @@ import pyro
 import pytest
 import torch
 from helpers import perturbed_estimator
-from sbi.utils import BoxUniform
+from sbi.utils import BoxUniform, mcmc_transform
 
 from sbi_mflow.sampling import (
     ConvergenceWarning,
@@ -19,8 +19,8 @@ from sbi_mflow.sampling import (
     run_chains,
     to_inference_data,
 )
-from sbi_mflow.sampling.init import systematic_resample
-from sbi_mflow.sampling.posterior import resolve_sampling_device
+from sbi_mflow.sampling.device import resolve_sampling_device
+from sbi_mflow.sampling.init import sir_starts, systematic_resample
 from sbi_mflow.sampling.record import DIVERGENCE_ENERGY
 
 
@@ -71,7 +71,8 @@ def test_pie_conditional_posterior_samples_with_the_exact_potential():
                                        num_init_candidates=20)
     samples = posterior.sample((5,), x=x_o, seed=0)
     assert samples.shape == (5, 2) and torch.isfinite(samples).all()
-    assert posterior.inference_data.posterior.attrs["potential"] == "ExactLikelihoodPotential"
+    assert type(posterior.potential_fn).__name__ == "ExactLikelihoodPotential"
+    assert posterior.inference_data is None  # sample() builds no ArviZ data
 
 
 def test_posterior_option_and_input_errors():
@@ -92,8 +93,10 @@ def test_posterior_option_and_input_errors():
         posterior.sample_arviz(0, x=x_o)
     with pytest.raises(ValueError, match=r"x_o must have shape \(num_trials, 4\)"):
         posterior.sample((4,), x=torch.zeros(3, 2))
-    with pytest.raises(NotImplementedError, match="iid trials"):
-        posterior.sample_batched((4,), x=x_o)
+    with pytest.raises(ValueError, match=r"x must have shape \(num_observations, 4\)"):
+        posterior.sample_batched((4,), x=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="x contains 12 NaN"):
+        posterior.sample_batched((4,), x=torch.full((3, 4), math.nan))
     with pytest.raises(ValueError, match="sampling_device is fixed"):
         posterior.sample((4,), x=x_o, sampling_device="cpu")
     idata = posterior.sample_arviz(8, x=x_o, seed=0, num_chains=1, warmup_steps=5, thin=1)
@@ -133,9 +136,9 @@ def test_sampling_device_plumbing_on_the_cpu():
     """"auto" samples a chart potential on the CPU, an exact one where the estimator is;
     a CPU estimator with a CPU prior is a no-op (same prior object, CPU samples)."""
     estimator, prior, x_o = _setup()
-    assert resolve_sampling_device("auto", estimator, exact=False) == torch.device("cpu")
-    assert resolve_sampling_device("auto", estimator, exact=True) == torch.device("cpu")
-    assert resolve_sampling_device("cpu", estimator, exact=False) == torch.device("cpu")
+    assert resolve_sampling_device("auto", estimator, chart=True) == torch.device("cpu")
+    assert resolve_sampling_device("auto", estimator, chart=False) == torch.device("cpu")
+    assert resolve_sampling_device("cpu", estimator, chart=True) == torch.device("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             manifold_posterior(estimator, prior, sampling_device="cuda")
@@ -143,9 +146,11 @@ def test_sampling_device_plumbing_on_the_cpu():
                                    warmup_steps=5, thin=1, check_manifold=False,
                                    num_init_candidates=50)
     assert posterior.prior is prior and posterior.sampling_device == torch.device("cpu")
+    samples = posterior.sample_arviz(4, x=x_o, seed=0).posterior["theta"]
+    assert samples.dtype == "float64"  # ArviZ stores float64; the draws are float32 values
+    assert posterior.inference_data.posterior.attrs["sampling_device"] == "cpu"
     samples = posterior.sample((4,), x=x_o, seed=0)
     assert samples.device == torch.device("cpu") and samples.dtype == torch.float32
-    assert posterior.inference_data.posterior.attrs["sampling_device"] == "cpu"
 
 
 def _gaussian(mu, sigma, calls):
@@ -329,34 +334,44 @@ def test_systematic_resampling_gives_each_candidate_its_share_of_chains():
         systematic_resample(torch.full((3,), -math.inf), 2)
 
 
+class _TwoModes:
+    """A stand-in potential of B observations: observation b has modes at ±0.5 (sd 0.05)
+    with weights (½, ½) for b = 0 and (1, 0) for b = 1."""
+
+    device = "cpu"
+
+    def __init__(self, num_obs: int) -> None:
+        self.x_batch = torch.zeros(num_obs, 1, 4)
+
+    def batched(self, theta, track_gradients=False):
+        up = -0.5 * ((theta - 0.5) / 0.05).pow(2).sum(-1)
+        down = -0.5 * ((theta + 0.5) / 0.05).pow(2).sum(-1)
+        values = torch.logsumexp(torch.stack([up, down]), 0)  # (B, M)
+        values[1:] = up[1:]
+        return values
+
+
 def test_sir_starts_put_chains_in_both_modes_in_proportion():
     """Two equally likely modes: 20 chains start 10 and 10 (±1) in each, for every seed
-    (independent draws would give 10 ± 2.2)."""
-    estimator, prior, x_o = _setup()
-    posterior = manifold_posterior(estimator, prior, check_manifold=False)
-    posterior._use_x(x_o)
-
-    def two_modes(theta, track_gradients=False):
-        return torch.logsumexp(torch.stack([
-            -0.5 * ((theta - 0.5) / 0.05).pow(2).sum(-1),
-            -0.5 * ((theta + 0.5) / 0.05).pow(2).sum(-1),
-        ]), 0)
-
-    posterior._log_weights = lambda theta: two_modes(theta)
+    (independent draws would give 10 ± 2.2); a second observation, batched with it, whose
+    mass is all in one mode gets all 20 there."""
+    _, prior, _ = _setup()
+    transform = mcmc_transform(prior)
     # importance ESS ≈ 300 of 20000 candidates: a mode's share a has SE √(¼/300) = 0.029, so
     # 20 a = 10 ± 0.58 chains. A count outside 9..11 needs |20 a − 10| ≥ 2, i.e. 3.5 SE
     # (measured counts 10, 10, 10, 11, 11)
     for seed in range(5):
         torch.manual_seed(seed)
-        starts = posterior.theta_transform.inv(posterior.initial_points(20, 20000))
-        assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
+        starts = transform.inv(sir_starts(_TwoModes(2), prior, transform, 20, 20000).z)
+        assert starts.shape == (2, 20, 2)
+        assert 9 <= int((starts[0].sum(-1) > 0).sum()) <= 11
+        assert int((starts[1].sum(-1) > 0).sum()) == 20
     # too few candidates for the target ESS: more are drawn (1000, 2000, 4000, …)
-    starts = posterior.theta_transform.inv(posterior.initial_points(20, 1000, target_ess=300))
-    summary = posterior.init_summary
+    result = sir_starts(_TwoModes(1), prior, transform, 20, 1000, target_ess=300)
     # ESS grows ≈ 1/64 per candidate: ~250 at 16000, ~500 at 32000 (measured 508). ≥ 300 is
     # the doubling's stopping rule on the same float (the 100 000-candidate cap is far off)
-    assert summary["init_ess"] >= 300 and summary["init_candidates"] in (8000, 16000, 32000)
-    assert 9 <= int((starts.sum(-1) > 0).sum()) <= 11
+    assert float(result.ess[0]) >= 300 and result.num_candidates in (8000, 16000, 32000)
+    assert 9 <= int((transform.inv(result.z[0]).sum(-1) > 0).sum()) <= 11
 
 
 def test_an_error_in_the_potential_stops_all_independent_chains_and_is_raised():

@@ -92,3 +92,11 @@ def test_every_prior_sbi_accepts_trains_and_samples(name, dtype):
     assert (inside.all(-1) if inside.dim() > 1 else inside).all()
     log_prob = posterior.log_prob(samples.reshape(-1, 2), x=x[:3])
     assert log_prob.shape == (12,) and torch.isfinite(log_prob).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batched = posterior.sample_batched((4,), x=x[:3], seed=0, num_chains=2)  # 3 obs
+    assert batched.shape == (4, 3, 2) and batched.dtype == expected_dtype
+    inside = prior.support.check(batched.reshape(-1, 2))
+    assert (inside.all(-1) if inside.dim() > 1 else inside).all()
+    log_probs = posterior.log_prob_batched(batched, x=x[:3])
+    assert log_probs.shape == (4, 3) and torch.isfinite(log_probs).all()

@@ -10,7 +10,9 @@ their warm-up draws estimate the same variances: :class:`PooledMassMatrix` gives
 chain the variance of the draws of all chains in the window (the mixture's variance;
 Welford's algorithm and Stan's regularisation, both Pyro's), as cross-chain adaptation does
 (Hoffman, Radul & Sountsov 2021). The mass matrix is fixed after warm-up, so the chains'
-targets are unchanged.
+targets are unchanged. When one state holds the chains of several observations (``groups``:
+consecutive blocks of chains, one per observation), each block is pooled on its own, so
+each observation's chains get the variances of its own posterior.
 
 References:
     Hoffman, Radul, Sountsov. An adaptive-MCMC scheme for setting trajectory lengths in
@@ -28,14 +30,18 @@ __all__ = ["PooledMassMatrix"]
 
 
 class PooledMassMatrix(RecordingMassMatrix):
-    """:class:`RecordingMassMatrix` of a product state of ``num_chains`` chains whose
-    diagonal inverse mass matrix is the pooled variance of all chains' warm-up draws,
-    the same for every chain: (C·p,) = pooled (p,) repeated C times."""
+    """:class:`RecordingMassMatrix` of a product state of ``num_chains`` chains in
+    ``groups`` consecutive blocks, whose diagonal inverse mass matrix is, for each block, the
+    pooled variance of its chains' warm-up draws: (C·p,) = G pooled (p,) each repeated C/G
+    times."""
 
-    def __init__(self, recorder: TransitionRecorder, num_chains: int,
+    def __init__(self, recorder: TransitionRecorder, num_chains: int, groups: int = 1,
                  init_scale: float = 1.0) -> None:
         super().__init__(recorder, init_scale=init_scale)
+        if num_chains % groups:
+            raise ValueError(f"{num_chains} chains do not split into {groups} equal groups.")
         self.num_chains = num_chains
+        self.groups = groups
         self._pooled: dict[tuple, WelfordCovariance] = {}
 
     def configure(self, mass_matrix_shape, adapt_mass_matrix=True, options=None):
@@ -48,6 +54,7 @@ class PooledMassMatrix(RecordingMassMatrix):
                     f"mass matrix of size {shape[0]} is not {self.num_chains} chains' blocks."
                 )
         if adapt_mass_matrix:
+            # Pyro's diagonal Welford is elementwise: one estimator holds all G groups
             self._pooled = {names: WelfordCovariance(diagonal=True)
                             for names in mass_matrix_shape}
 
@@ -55,13 +62,16 @@ class PooledMassMatrix(RecordingMassMatrix):
         super().update(z, z_grad)
         for site_names, welford in self._pooled.items():
             flat = torch.cat([z[name].detach().reshape(-1) for name in site_names])
-            for chain_draw in flat.reshape(self.num_chains, -1):
-                welford.update(chain_draw)
+            blocks = flat.reshape(self.groups, self.num_chains // self.groups, -1)
+            for k in range(blocks.shape[1]):  # chain k of every group: (G, p)
+                welford.update(blocks[:, k])
 
     def end_adaptation(self):
         inverse_mass_matrix = {}
         for site_names, welford in self._pooled.items():
-            pooled = welford.get_covariance(regularize=True)
-            inverse_mass_matrix[site_names] = pooled.repeat(self.num_chains)
+            pooled = welford.get_covariance(regularize=True)  # (G, p)
+            per_chain = pooled.repeat_interleave(self.num_chains // self.groups, dim=0)
+            inverse_mass_matrix[site_names] = per_chain.reshape(-1)
             welford.reset()
         self.inverse_mass_matrix = inverse_mass_matrix
+

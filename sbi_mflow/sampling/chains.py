@@ -42,12 +42,7 @@ from torch import Tensor
 from sbi_mflow.sampling.adaptation import PooledMassMatrix
 from sbi_mflow.sampling.config import NUTSConfig
 from sbi_mflow.sampling.lockstep import LockstepChains
-from sbi_mflow.sampling.record import (
-    RecordingMassMatrix,
-    Transition,
-    TransitionRecorder,
-    stack_transitions,
-)
+from sbi_mflow.sampling.record import NUTSInfo, RecordingMassMatrix, TransitionRecorder
 
 __all__ = ["ChainResult", "run_chains"]
 
@@ -58,7 +53,7 @@ class ChainResult:
 
     Attributes:
         samples: unconstrained draws z, (num_chains, num_draws, p).
-        transitions: per chain, one :class:`~sbi_mflow.sampling.record.Transition` per draw.
+        info: what each kept transition of each chain did (:class:`NUTSInfo`, (C, N)).
         potential_calls: per chain, potential-and-gradient evaluations (warm-up included).
         batched_calls: batched energy calls (each evaluates all running chains).
         wall_time: seconds for all chains.
@@ -68,7 +63,7 @@ class ChainResult:
     """
 
     samples: Tensor
-    transitions: list[list[Transition]]
+    info: NUTSInfo
     potential_calls: list[int]
     batched_calls: int
     wall_time: float
@@ -79,36 +74,36 @@ class ChainResult:
     @property
     def stats(self) -> dict[str, np.ndarray]:
         """ArviZ ``sample_stats``: name → (num_chains, num_draws)."""
-        return stack_transitions(self.transitions)
+        return self.info.as_arviz()
 
     @property
     def num_divergences(self) -> int:
         """Divergent transitions, each chain's counted once."""
-        return sum(t.divergent for chain in self.transitions for t in chain)
+        return self.info.num_divergences
+
+    def select(self, chains: slice) -> ChainResult:
+        """The chains ``chains`` (e.g. one observation's block of a batched run)."""
+        return dataclasses.replace(
+            self, samples=self.samples[chains], info=self.info.select(chains),
+            potential_calls=self.potential_calls[chains],
+            inverse_mass_matrices=self.inverse_mass_matrices[chains],
+        )
 
     def thinned(self, thin: int) -> ChainResult:
         """Every ``thin``-th draw, the last of each window of ``thin`` transitions; a kept
         draw's record is flagged divergent when any transition of its window diverged."""
         if thin == 1:
             return self
-        transitions = []
-        for chain in self.transitions:
-            kept = []
-            for end in range(thin - 1, len(chain), thin):
-                window = chain[end - thin + 1 : end + 1]
-                kept.append(dataclasses.replace(
-                    chain[end], divergent=any(t.divergent for t in window)
-                ))
-            transitions.append(kept)
         return dataclasses.replace(
             self, samples=self.samples[:, thin - 1 :: thin].contiguous(),
-            transitions=transitions, thin=thin,
+            info=self.info.thinned(thin), thin=thin,
         )
 
 
-def _kernel(potential_fn, config: NUTSConfig, recorder: TransitionRecorder):
+def _kernel(potential_fn, config: NUTSConfig, recorder: TransitionRecorder, groups: int = 1):
     """Pyro's NUTS or HMC kernel; a product state of several chains with
-    ``pooled_mass_matrix`` gets a :class:`PooledMassMatrix`."""
+    ``pooled_mass_matrix`` gets a :class:`PooledMassMatrix` (pooled within each of the
+    ``groups`` blocks of chains)."""
     common = dict(
         potential_fn=potential_fn, step_size=config.step_size, adapt_step_size=True,
         adapt_mass_matrix=True, full_mass=config.full_mass,
@@ -119,7 +114,7 @@ def _kernel(potential_fn, config: NUTSConfig, recorder: TransitionRecorder):
     else:
         kernel = HMC(num_steps=config.num_steps, **common)
     if config.pooled_mass_matrix and recorder.num_chains > 1:
-        kernel.mass_matrix_adapter = PooledMassMatrix(recorder, recorder.num_chains)
+        kernel.mass_matrix_adapter = PooledMassMatrix(recorder, recorder.num_chains, groups)
     else:
         kernel.mass_matrix_adapter = RecordingMassMatrix(recorder)
     return kernel
@@ -146,6 +141,7 @@ def run_chains(
     inits: Tensor,
     num_draws: int,
     config: NUTSConfig | None = None,
+    groups: int = 1,
     **overrides: object,
 ) -> ChainResult:
     """Sample exp(−U(z)) with Pyro NUTS or HMC, one chain per row of ``inits``.
@@ -159,6 +155,9 @@ def run_chains(
             as many transitions after warm-up).
         config: sampler settings (default :class:`NUTSConfig`); ``num_chains`` is taken
             from ``inits``.
+        groups: the chains are ``groups`` consecutive blocks of equal size, one per target
+            (e.g. one per observation of a batched posterior): a pooled mass matrix pools
+            within each block only.
         overrides: changes to ``config`` for this call (e.g. ``warmup_steps=100``).
     """
     config = (config or NUTSConfig()).replace(**overrides)
@@ -178,7 +177,7 @@ def run_chains(
             run = (_run_product if config.chain_mode == "product" and inits.shape[0] > 1
                    else _run_independent)
             thin = config.thin_for(num_draws)
-            result = run(energy, inits, num_draws * thin, config).thinned(thin)
+            result = run(energy, inits, num_draws * thin, config, groups).thinned(thin)
     finally:
         torch.set_num_threads(previous_threads)
     result.wall_time = time.perf_counter() - start
@@ -206,9 +205,10 @@ def _drive(kernel, init: Tensor, warmup_steps: int, num_draws: int, hook) -> tup
     return torch.stack(draws), diagnostics
 
 
-def _run_independent(energy, inits: Tensor, num_draws: int, config: NUTSConfig) -> ChainResult:
+def _run_independent(energy, inits: Tensor, num_draws: int, config: NUTSConfig,
+                     groups: int = 1) -> ChainResult:
     num_chains = inits.shape[0]
-    lockstep = LockstepChains(energy, num_chains)
+    lockstep = LockstepChains(energy, num_chains, full_batch=groups > 1)
     progress = _progress(config, num_chains * (config.warmup_steps + num_draws))
     recorders, kernels, outputs = [], [], [None] * num_chains
 
@@ -238,15 +238,19 @@ def _run_independent(energy, inits: Tensor, num_draws: int, config: NUTSConfig) 
         if progress is not None:
             progress.close()
     for chain, (_, diagnostics) in enumerate(outputs):
-        divergent = [i for i, t in enumerate(recorders[chain].transitions[0]) if t.divergent]
+        divergent = recorders[chain].info().divergent[0].nonzero().flatten().tolist()
         if divergent != list(diagnostics["divergences"]):
             raise RuntimeError(  # the record must agree with Pyro's own divergence list
                 f"chain {chain}: recorded divergences {divergent} differ from Pyro's "
                 f"{diagnostics['divergences']}."
             )
+    infos = [r.info() for r in recorders]
     return ChainResult(
         samples=torch.stack([draws for draws, _ in outputs]),
-        transitions=[r.transitions[0] for r in recorders],
+        info=NUTSInfo(**{
+            name: torch.cat([getattr(info, name) for info in infos])
+            for name in (f.name for f in dataclasses.fields(NUTSInfo))
+        }),
         potential_calls=[r.potential_calls for r in recorders],
         batched_calls=lockstep.batched_calls,
         wall_time=0.0,
@@ -260,7 +264,8 @@ def _inverse_mass(kernel) -> Tensor:
     return matrix.detach().clone()
 
 
-def _run_product(energy, inits: Tensor, num_draws: int, config: NUTSConfig) -> ChainResult:
+def _run_product(energy, inits: Tensor, num_draws: int, config: NUTSConfig,
+                 groups: int = 1) -> ChainResult:
     num_chains, p = inits.shape
     recorder = TransitionRecorder(num_chains, is_nuts=config.method == "nuts")
     progress = _progress(config, config.warmup_steps + num_draws)
@@ -276,7 +281,7 @@ def _run_product(energy, inits: Tensor, num_draws: int, config: NUTSConfig) -> C
         if progress is not None:
             progress.update(1)
 
-    kernel = _kernel(potential, config, recorder)
+    kernel = _kernel(potential, config, recorder, groups)
     mcmc = _mcmc(kernel, inits, num_draws, config, hook)
     try:
         mcmc.run()
@@ -287,7 +292,7 @@ def _run_product(energy, inits: Tensor, num_draws: int, config: NUTSConfig) -> C
     inverse_mass = _inverse_mass(kernel).reshape(num_chains, p)
     return ChainResult(
         samples=draws.transpose(0, 1).contiguous().detach(),
-        transitions=recorder.transitions,
+        info=recorder.info(),
         potential_calls=[recorder.potential_calls] * num_chains,
         batched_calls=recorder.potential_calls,
         wall_time=0.0,

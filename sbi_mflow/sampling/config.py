@@ -36,6 +36,11 @@ class NUTSConfig:
             10 by default: all chains' potentials are evaluated in one batch, and on the
             demo's posterior a transition of 10 product chains took 1.2–1.6× the leapfrog
             steps of 4 chains' for 2.5× the draws (``benchmarks/nuts_convergence.py``).
+        batch_num_chains: chains per observation in ``sample_batched`` (unless the call
+            passes ``num_chains``). 4: all observations' chains are one Pyro state whose
+            step size shrinks as its dimension grows, so each chain adds leapfrog steps as
+            well as rows; on the demo model 200 observations × 1000 draws took 251 s with
+            4 chains each (R̂ ≤ 1.02); with 10 it had not finished after 8 minutes.
         warmup_steps: adaptation steps per chain (Stan's windowed adaptation in Pyro: dual
             averaging of the step size to ``target_accept_prob``, then a diagonal or dense
             mass matrix); discarded.
@@ -43,7 +48,12 @@ class NUTSConfig:
             then runs ``thin`` × its kept draws. None (default): the smallest thinning with
             which each chain runs at least ``min_transitions`` transitions
             (:meth:`thin_for`), so a request for few draws still gets chains long enough
-            for R̂ and ESS to mean something, and a request for many is not thinned.
+            for R̂ and ESS to mean something, and a request for many is not thinned. In
+            ``sample_batched`` None means 1: its cost is the number of joint transitions,
+            each a leapfrog trajectory over all observations' chains, and calibration
+            checks need many observations more than long chains (on the demo model, 200
+            observations × 1000 draws with thinning by 10 would take 10× the ~4 minutes;
+            ``benchmarks/calibration.py`` checks the draws with SBC and TARP).
         min_transitions: post-warm-up transitions per chain at least, with ``thin=None``.
             Measured on the demo's posterior (docs/results.md): a 1-D posterior with a
             second mode 2 nats above the first, which NUTS leaves only when a momentum
@@ -88,6 +98,7 @@ class NUTSConfig:
 
     method: str = "nuts"
     num_chains: int = 10
+    batch_num_chains: int = 4
     warmup_steps: int = 200
     thin: int | None = None
     min_transitions: int = 1000
@@ -111,8 +122,8 @@ class NUTSConfig:
             raise ValueError(
                 f"chain_mode must be one of {CHAIN_MODES}, got {self.chain_mode!r}."
             )
-        for name in ("num_chains", "num_init_candidates", "max_tree_depth", "num_steps",
-                     "min_transitions"):
+        for name in ("num_chains", "batch_num_chains", "num_init_candidates", "max_tree_depth",
+                     "num_steps", "min_transitions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}.")

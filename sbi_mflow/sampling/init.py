@@ -14,10 +14,24 @@ chains up to ±1, where independent (multinomial) draws would add a binomial err
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-__all__ = ["importance_ess", "principal_axis_order", "systematic_resample"]
+__all__ = [
+    "SIRStarts",
+    "importance_ess",
+    "principal_axis_order",
+    "sir_starts",
+    "systematic_resample",
+]
+
+#: Rows (observations × θ's × trials) per potential call when screening candidates.
+SCREENING_ROWS = 2**16
+#: Most rows (observations × candidates × trials) screened while seeking ``target_ess``.
+SCREENING_BUDGET = 2**22
 
 
 def importance_ess(log_weights: Tensor) -> float:
@@ -68,3 +82,74 @@ def systematic_resample(log_weights: Tensor, num: int, points: Tensor | None = N
     positions = (torch.rand((), dtype=torch.float64) + torch.arange(num, dtype=torch.float64))
     chosen = torch.searchsorted(cumulative, positions / num, right=True)
     return order[chosen.clamp(max=len(weights) - 1)]
+
+
+@dataclass
+class SIRStarts:
+    """Chain starts of B observations and how they were found.
+
+    Attributes:
+        z: starts in the unconstrained space, (B, C, p), float64.
+        num_candidates: prior draws screened (the same draws for every observation).
+        ess: importance ESS of the candidates' weights, per observation (B,).
+    """
+
+    z: Tensor
+    num_candidates: int
+    ess: Tensor
+
+
+def _log_likelihoods(potential, theta: Tensor) -> Tensor:
+    """log π(θ) + log-likelihood of candidates θ (M, p) for every observation: (B, M)."""
+    num_obs, num_trials = potential.x_batch.shape[:2]
+    chunk = max(1, SCREENING_ROWS // (num_obs * num_trials))
+    with torch.no_grad():
+        return torch.cat([
+            potential.batched(part.unsqueeze(0).expand(num_obs, -1, -1), track_gradients=False)
+            for part in theta.split(chunk)
+        ], dim=1).detach()
+
+
+def sir_starts(potential, prior, transform, num_chains: int, num_candidates: int,
+               target_ess: float = 0.0) -> SIRStarts:
+    """Chain starts for each of the potential's B observations by sorted systematic SIR.
+
+    Prior draws weighted by their likelihood (importance weights for the prior as
+    proposal, computed with ``potential.batched``): ``num_candidates`` of them, then as many
+    again, doubling, while the smallest ESS over the observations is below ``target_ess``,
+    up to 100 × ``num_candidates`` candidates and :data:`SCREENING_BUDGET` rows. Each
+    observation's C starts are resampled from the shared candidates with its own weights.
+
+    Raises:
+        RuntimeError: for some observation the potential is −inf or NaN at every candidate.
+    """
+    num_obs, num_trials = potential.x_batch.shape[:2]
+    budget = SCREENING_BUDGET // (num_obs * num_trials)
+    limit = max(num_candidates, min(100 * num_candidates, budget))
+    candidates, log_weights, batch = [], [], num_candidates
+    while True:
+        draws = prior.sample((batch,))
+        candidates.append(draws)
+        log_weights.append(_log_likelihoods(potential, draws) - prior.log_prob(draws).to(
+            potential.device))
+        total = sum(len(c) for c in candidates)
+        joined = torch.cat(log_weights, dim=1)
+        ess = torch.tensor([importance_ess(row) for row in joined])
+        if float(ess.min()) >= target_ess or total >= limit:
+            break
+        batch = min(total, limit - total)
+    candidates = torch.cat(candidates)
+    z = transform(candidates).to(torch.float64)
+    joined[:, ~torch.isfinite(z).all(-1)] = -math.inf  # on the support's boundary
+    dead = ~torch.isfinite(joined).any(-1)
+    if bool(dead.any()):
+        raise RuntimeError(
+            f"The potential is -inf or NaN at all {total} prior draws for observation(s) "
+            f"{dead.nonzero().flatten().tolist()}: their likelihood is zero everywhere; "
+            "check x and the estimator."
+        )
+    starts = torch.stack([
+        z[systematic_resample(row, num_chains, points=candidates).to(z.device)]
+        for row in joined
+    ])
+    return SIRStarts(z=starts.detach(), num_candidates=int(total), ess=ess)

@@ -51,11 +51,17 @@ class LockstepChains:
     Args:
         energy: batched energy U: z (B, p) -> (B,), differentiable in z.
         num_chains: number of chains.
+        full_batch: evaluate all ``num_chains`` rows every round, chain c in row c (chains
+            that have finished or wait repeat their last point), for energies whose rows
+            are tied to chains (e.g. one observation per block of chains).
     """
 
-    def __init__(self, energy: Callable[[Tensor], Tensor], num_chains: int) -> None:
+    def __init__(self, energy: Callable[[Tensor], Tensor], num_chains: int,
+                 full_batch: bool = False) -> None:
         self.energy = energy
         self.num_chains = num_chains
+        self.full_batch = full_batch
+        self._last_z: dict[int, Tensor] = {}
         self.batched_calls = 0
         self._turn = [threading.Event() for _ in range(num_chains)]
         self._returned = threading.Event()
@@ -109,13 +115,21 @@ class LockstepChains:
 
     def _evaluate(self) -> None:
         chains = sorted(self._requests)
-        z = torch.stack([self._requests.pop(c) for c in chains]).detach().requires_grad_(True)
+        self._last_z.update({c: self._requests.pop(c) for c in chains})
+        rows = list(range(self.num_chains)) if self.full_batch else chains
+        if self.full_batch and len(self._last_z) < self.num_chains:  # first round: any point
+            fill = self._last_z[chains[0]]
+            rows_z = [self._last_z.get(c, fill) for c in rows]
+        else:
+            rows_z = [self._last_z[c] for c in rows]
+        z = torch.stack(rows_z).detach().requires_grad_(True)
         with torch.enable_grad():
             values = self.energy(z).to(z.dtype)
             (gradients,) = torch.autograd.grad(values.sum(), z)
         self.batched_calls += 1
         values, gradients = values.detach(), gradients.detach()
-        for row, chain in enumerate(chains):
+        for position, chain in enumerate(chains):
+            row = chain if self.full_batch else position
             self._results[chain] = (values[row], gradients[row])
 
     def run(self, runs: list[Callable[[], None]]) -> None:

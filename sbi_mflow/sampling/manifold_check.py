@@ -126,14 +126,19 @@ def check_on_manifold(
     factor: float = 3.0,
     relative_tolerance: float = 0.05,
     warn: bool = True,
+    threshold: tuple[float, str] | None = None,
 ) -> Tensor:
-    """Reconstruction errors of x_o (T,) ; warns (``OffManifoldWarning``) above the threshold.
+    """Reconstruction errors of x_o (T, d) → (T,); warns (``OffManifoldWarning``) above
+    the threshold.
 
-    See the module docstring for how the threshold is chosen.
+    See the module docstring for how the threshold is chosen; ``threshold`` (value, origin),
+    from :func:`manifold_threshold`, skips choosing it again.
     """
-    threshold, origin = manifold_threshold(
-        estimator, reference_x, reference_errors, factor, relative_tolerance
-    )
+    if threshold is None:
+        threshold = manifold_threshold(
+            estimator, reference_x, reference_errors, factor, relative_tolerance
+        )
+    threshold, origin = threshold
     with torch.no_grad():
         errors = estimator.reconstruction_error(x_o).detach()
     far = errors > threshold

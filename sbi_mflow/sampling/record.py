@@ -37,10 +37,9 @@ from torch import Tensor
 __all__ = [
     "DIVERGENCE_ENERGY",
     "SAMPLE_STATS",
+    "NUTSInfo",
     "RecordingMassMatrix",
-    "Transition",
     "TransitionRecorder",
-    "stack_transitions",
 ]
 
 #: Energy error H_k − H₀ above which Pyro (like Stan) calls a NUTS trajectory divergent.
@@ -49,19 +48,53 @@ DIVERGENCE_ENERGY = 1000.0
 
 
 @dataclass(frozen=True)
-class Transition:
-    """What one transition of one chain did (after warm-up)."""
+class NUTSInfo:
+    """What every transition of every chain did (after warm-up), as (C, N) tensors, in the
+    style of blackjax's ``NUTSInfo``: C chains, N kept transitions.
 
-    divergent: bool
-    step_size: float
-    num_steps: int
-    tree_depth: int | None  # None for HMC
-    accept_prob: float
-    energy: float
-    log_density: float  # −U(z) of the draw (unconstrained space)
+    ``tree_depth`` is NaN for HMC. ``step_size``, ``num_steps`` and ``tree_depth`` are the
+    same for all chains of a product state (one shared trajectory).
+    """
+
+    divergent: Tensor  # bool
+    step_size: Tensor
+    num_steps: Tensor
+    tree_depth: Tensor
+    accept_prob: Tensor
+    energy: Tensor
+    log_density: Tensor  # −U(z) of the draw (unconstrained space)
+
+    @property
+    def num_divergences(self) -> int:
+        """Divergent transitions, each chain's counted once."""
+        return int(self.divergent.sum())
+
+    def select(self, chains: slice | Tensor) -> NUTSInfo:
+        """The rows of ``chains``."""
+        return NUTSInfo(**{f.name: getattr(self, f.name)[chains] for f in fields(self)})
+
+    def thinned(self, thin: int) -> NUTSInfo:
+        """The last transition of each window of ``thin``; a kept transition is divergent
+        when any transition of its window diverged."""
+        if thin == 1:
+            return self
+        num = self.divergent.shape[1] // thin * thin
+        kept = {f.name: getattr(self, f.name)[:, thin - 1 : num : thin] for f in fields(self)}
+        windows = self.divergent[:, :num].reshape(self.divergent.shape[0], -1, thin)
+        kept["divergent"] = windows.any(-1)
+        return NUTSInfo(**kept)
+
+    def as_arviz(self) -> dict[str, np.ndarray]:
+        """ArviZ ``sample_stats``: name → array (num_chains, num_draws)."""
+        return {
+            name: getattr(self, field_name).numpy().astype(
+                bool if field_name == "divergent" else float
+            )
+            for name, field_name in SAMPLE_STATS.items()
+        }
 
 
-#: ArviZ ``sample_stats`` name → :class:`Transition` field.
+#: ArviZ ``sample_stats`` name → :class:`NUTSInfo` field.
 SAMPLE_STATS = {
     "diverging": "divergent",
     "step_size": "step_size",
@@ -73,21 +106,7 @@ SAMPLE_STATS = {
 }
 
 
-def stack_transitions(chains: list[list[Transition]]) -> dict[str, np.ndarray]:
-    """ArviZ ``sample_stats``: name → array (num_chains, num_draws)."""
-    stats = {}
-    for name, field_name in SAMPLE_STATS.items():
-        values = [[getattr(t, field_name) for t in chain] for chain in chains]
-        if field_name == "divergent":
-            stats[name] = np.asarray(values, dtype=bool)
-        else:
-            stats[name] = np.asarray(
-                [[math.nan if v is None else v for v in row] for row in values], dtype=float
-            )
-    return stats
-
-
-assert {f.name for f in fields(Transition)} == set(SAMPLE_STATS.values())
+assert {f.name for f in fields(NUTSInfo)} == set(SAMPLE_STATS.values())
 
 
 def _flat(momentum: dict) -> Tensor:
@@ -96,7 +115,7 @@ def _flat(momentum: dict) -> Tensor:
 
 class TransitionRecorder:
     """Listens to one Pyro kernel whose state holds ``num_chains`` chains (1, or C in the
-    product mode) and turns each post-warm-up transition into :class:`Transition` s.
+    product mode) and turns each post-warm-up transition into a column of :class:`NUTSInfo`.
 
     Wire it up with :meth:`on_potential` (from the potential function, per-chain values
     (num_chains,)), :class:`RecordingMassMatrix` and :meth:`hook` (``MCMC(hook_fn=...)``).
@@ -105,7 +124,7 @@ class TransitionRecorder:
     def __init__(self, num_chains: int = 1, is_nuts: bool = True) -> None:
         self.num_chains = num_chains
         self.is_nuts = is_nuts
-        self.transitions: list[list[Transition]] = [[] for _ in range(num_chains)]
+        self._rows: list[dict[str, Tensor]] = []  # one per kept transition, (C,) each
         self.potential_calls = 0
         self._current_u: Tensor | None = None  # U at the chain's state, (num_chains,)
         self._evaluated: list[tuple[Tensor, Tensor]] = []  # (z, U) since the last draw
@@ -176,16 +195,27 @@ class TransitionRecorder:
         chain_divergent = self._attribute_divergence(divergent, worst)
         depth = math.ceil(math.log2(steps + 1)) if self.is_nuts else None
         log_density = (-self._current_u.double()).cpu()
-        for c in range(self.num_chains):
-            self.transitions[c].append(Transition(
-                divergent=bool(chain_divergent[c]),
-                step_size=step_size,
-                num_steps=steps,
-                tree_depth=depth,
-                accept_prob=float(accept[c]),
-                energy=float(start[c]),
-                log_density=float(log_density[c]),
-            ))
+        shared = torch.ones(self.num_chains, dtype=torch.float64)
+        self._rows.append({
+            "divergent": chain_divergent,
+            "step_size": shared * step_size,
+            "num_steps": shared * steps,
+            "tree_depth": shared * (math.nan if depth is None else depth),
+            "accept_prob": accept,
+            "energy": start,
+            "log_density": log_density,
+        })
+
+    def info(self) -> NUTSInfo:
+        """The record of all kept transitions, (num_chains, num_transitions) per field."""
+        if not self._rows:
+            empty = torch.zeros(self.num_chains, 0, dtype=torch.float64)
+            return NUTSInfo(**{f.name: empty.bool() if f.name == "divergent" else empty
+                               for f in fields(NUTSInfo)})
+        return NUTSInfo(**{
+            name: torch.stack([row[name] for row in self._rows], dim=1)
+            for name in self._rows[0]
+        })
 
     def _attribute_divergence(self, divergent: bool, worst_error: Tensor) -> Tensor:
         """Which chains of the state diverged. One chain: Pyro's verdict. Product state:

@@ -1,0 +1,237 @@
+"""Benchmark: calibration of the NUTS posterior with sbi's own diagnostics, and its cost.
+
+For a task, on one set of simulations:
+
+1. the M-flow that ``sbi-mflow demo`` trains (PolynomialSurface, 10⁴ simulations, the
+   demo's architecture and M/D schedule; trained by running the demo once and cached), with
+   the library's posterior (``ManifoldNLE.build_posterior()``, defaults);
+2. sbi's NLE with its NSF (``likelihood_nn("nsf")``) on the same simulations, with sbi's
+   ``MCMCPosterior`` (``slice_np_vectorized``, batched; sbi's default chains and warm-up,
+   ``thin=1``).
+
+Each posterior is checked with sbi 0.27's diagnostics on ``--observations`` (200) (θ, x)
+pairs from the prior and the simulator (one trial each), ``--draws`` (1000) posterior draws
+per observation:
+
+* ``run_sbc`` with its defaults (batched sampling) → ``check_sbc`` (KS p-values of the rank
+  histograms, rank C2ST) and ``sbc_rank_plot``;
+* ``run_tarp`` on the same draws (replayed: sampling once serves both) → ``check_tarp``
+  (ATC, KS p-value) and ``plot_tarp``.
+
+Wall time: the batched run per method, and for ours also ``posterior.sample`` looped over the
+first ``--loop-observations`` (5) observations, in the same run, to give the speed-up of the
+batched path per observation. The sampler's per-observation R̂ and bulk ESS are recorded.
+
+Results: one JSON per (task, method) under ``benchmarks/results/calibration/``, written as
+each finishes (a rerun skips the finished ones; ``--force`` redoes them), figures beside
+them, and ``calibration.json`` with all of them.
+
+Command line (one torch thread; the demo run trains for ~4 min)::
+
+    python benchmarks/calibration.py                 # PolynomialSurface, both methods
+    python benchmarks/calibration.py --observations 20 --draws 200   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import RESULTS, git_commit, machine, write_result  # noqa: E402
+
+import sbi_mflow  # noqa: E402
+from simulators import PolynomialSurface  # noqa: E402
+
+OUT = RESULTS / "calibration"
+CACHE = Path.home() / ".cache" / "sbi-mflow" / "calibration"
+
+
+class ReplayedDraws:
+    """Posterior draws already taken for a batch of observations, handed to sbi's
+    diagnostics as their ``posterior.sample_batched`` (so SBC and TARP use the same draws)."""
+
+    def __init__(self, xs: torch.Tensor, draws: torch.Tensor) -> None:
+        self.xs, self.draws = xs, draws
+
+    def sample_batched(self, sample_shape, x, show_progress_bars=False, **_):
+        if not torch.equal(x, self.xs) or tuple(sample_shape) != (self.draws.shape[0],):
+            raise ValueError("ReplayedDraws holds draws for other observations.")
+        return self.draws
+
+
+def demo_model(seed: int) -> Path:
+    """Run ``sbi-mflow demo`` once (cached) and return its model file."""
+    out = CACHE / f"demo-seed{seed}"
+    model = out / "model.pt"
+    if not model.exists():
+        subprocess.run([sys.executable, "-m", "sbi_mflow.cli", "demo", "--out", str(out),
+                        "--force", "--seed", str(seed), "--quiet"], check=True)
+    return model
+
+
+def simulations(simulator, num: int, seed: int):
+    """The demo's simulations (same seed and chunking as ``sbi-mflow demo``)."""
+    from sbi_mflow.pipeline import simulate
+
+    theta, x, _ = simulate(simulator, num, False, seed, progress=False)
+    return theta, x
+
+
+def sbi_nsf_posterior(simulator, theta, x, args):
+    """sbi's NLE-NSF trained on the simulations, and sbi's batched slice sampler on it."""
+    from sbi.inference import NLE
+    from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
+
+    torch.manual_seed(args.seed)
+    inference = NLE(simulator.prior, density_estimator="nsf", show_progress_bars=False)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        inference.append_simulations(theta, x).train(max_num_epochs=args.nsf_epochs)
+    training = time.perf_counter() - start
+    posterior = inference.build_posterior(posterior_parameters=MCMCPosteriorParameters(
+        method="slice_np_vectorized", thin=1))
+    return posterior, training
+
+
+def calibrate(name: str, posterior, thetas, xs, args) -> dict:
+    """run_sbc (timed, batched) and run_tarp on the same draws; sbi's checks and figures."""
+    from sbi.analysis import plot_tarp, sbc_rank_plot
+    from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
+
+    torch.manual_seed(args.seed + 1)
+    draws_seen: dict[str, torch.Tensor] = {}
+    original = posterior.sample_batched
+
+    def recording(sample_shape, x, show_progress_bars=False, **kwargs):
+        draws = original(sample_shape, x=x, show_progress_bars=show_progress_bars, **kwargs)
+        draws_seen["draws"] = draws
+        return draws
+
+    posterior.sample_batched = recording
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        ranks, dap = run_sbc(thetas, xs, posterior, num_posterior_samples=args.draws,
+                             show_progress_bar=False)
+        seconds = time.perf_counter() - start
+    posterior.sample_batched = original
+    fell_back = any("non-batched" in str(w.message).lower() for w in caught)
+    sbc = check_sbc(ranks, thetas, dap, num_posterior_samples=args.draws)
+    ecp, alpha = run_tarp(thetas, xs, ReplayedDraws(xs, draws_seen["draws"]),
+                          num_posterior_samples=args.draws, show_progress_bar=False)
+    atc, tarp_ks = check_tarp(ecp, alpha)
+    OUT.mkdir(parents=True, exist_ok=True)
+    figure, _ = sbc_rank_plot(ranks, args.draws, plot_type="hist", num_bins=20)
+    figure.savefig(OUT / f"{name}_sbc.png", dpi=100)
+    figure, _ = plot_tarp(ecp, alpha, title=f"TARP: {name}")
+    figure.savefig(OUT / f"{name}_tarp.png", dpi=100)
+    return {
+        "sbc_seconds": seconds,
+        "seconds_per_observation": seconds / len(xs),
+        "batched": not fell_back,
+        "ks_pvals": [float(v) for v in sbc["ks_pvals"]],
+        "c2st_ranks": [float(v) for v in sbc["c2st_ranks"]],
+        "c2st_dap": [float(v) for v in sbc["c2st_dap"]],
+        "tarp_atc": float(atc),
+        "tarp_ks_pval": float(tarp_ks),
+    }
+
+
+def run_mflow(simulator, thetas, xs, args) -> dict:
+    model = demo_model(args.seed)
+    estimator = sbi_mflow.load(model)
+    theta, x = simulations(simulator, args.simulations, args.seed)
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False)
+    inference.append_simulations(theta, x)
+    posterior = inference.build_posterior(density_estimator=estimator)
+    result = calibrate("polynomial_surface_mflow", posterior, thetas, xs, args)
+    convergence = posterior.convergence
+    ess = sorted(s.min_ess_bulk for s in convergence)
+    result.update({
+        "median_ess_bulk": ess[len(ess) // 2],
+        "ess_per_second_per_observation": ess[len(ess) // 2] / result["seconds_per_observation"],
+        "max_rhat": max(s.max_rhat for s in convergence),
+        "observations_rhat_above_1.01": sum(not s.max_rhat <= 1.01 for s in convergence),
+        "min_ess_bulk": min(s.min_ess_bulk for s in convergence),
+        "divergences": sum(s.num_divergences for s in convergence),
+        "sampler": posterior.config.__dict__,
+        "leapfrog_steps_per_transition": float(posterior.chain_result.info.num_steps.mean()),
+    })
+    loop, loop_ess = [], []
+    for j in range(args.loop_observations):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            posterior.sample((args.draws,), x=xs[j], seed=j)
+        loop.append(time.perf_counter() - start)
+        loop_ess.append(posterior.convergence[0].min_ess_bulk / loop[-1])
+    result["loop_seconds_per_observation"] = sum(loop) / len(loop)
+    result["loop_ess_per_second"] = sum(loop_ess) / len(loop_ess)
+    result["loop_speedup_per_observation"] = (
+        result["loop_seconds_per_observation"] / result["seconds_per_observation"])
+    return result
+
+
+def run_nsf(simulator, thetas, xs, args) -> dict:
+    theta, x = simulations(simulator, args.simulations, args.seed)
+    posterior, training = sbi_nsf_posterior(simulator, theta, x, args)
+    result = calibrate("polynomial_surface_sbi_nle_nsf", posterior, thetas, xs, args)
+    result["training_seconds"] = training
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--observations", type=int, default=200)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--simulations", type=int, default=10_000)
+    parser.add_argument("--nsf-epochs", type=int, default=200)
+    parser.add_argument("--loop-observations", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", default=["mflow", "sbi_nle_nsf"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    simulator = PolynomialSurface()
+    torch.manual_seed(args.seed + 1000)
+    thetas = simulator.prior.sample((args.observations,))
+    xs = simulator(thetas)
+    runners = {"mflow": run_mflow, "sbi_nle_nsf": run_nsf}
+    results = {}
+    for method in args.methods:
+        name = f"polynomial_surface_{method}"
+        path = OUT / f"{name}.json"
+        if path.exists() and not args.force:
+            results[method] = json.loads(path.read_text())
+            print(f"{name}: cached")
+            continue
+        print(f"{name}: running")
+        result = runners[method](simulator, thetas, xs, args)
+        record = {"commit": git_commit(), "machine": machine(), "task": "polynomial_surface",
+                  "method": method, "settings": vars(args), **result}
+        OUT.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        results[method] = record
+        print(json.dumps({k: v for k, v in result.items() if k != "sampler"}, indent=1))
+    if {"mflow", "sbi_nle_nsf"} <= set(results):
+        ours, theirs = results["mflow"], results["sbi_nle_nsf"]
+        speedup = theirs["seconds_per_observation"] / ours["seconds_per_observation"]
+        print(f"batched speed-up per observation over sbi's slice sampler: {speedup:.1f}x")
+        write_result("calibration", {"task": "polynomial_surface", "results": results,
+                                     "speedup_vs_sbi_slice": speedup,
+                                     "settings": vars(args)})
+
+
+if __name__ == "__main__":
+    main()
