@@ -24,6 +24,9 @@ BUDGETS = [
     ("build_posterior(num_chains=4)", "build_posterior(num_chains=4, warmup_steps=30, thin=1)"),
     ("posterior.sample((1000,), x=x_o)", "posterior.sample((40,), x=x_o)"),
     ("posterior.sample_arviz(1000, x=x_o)", "posterior.sample_arviz(40, x=x_o)"),
+    ("simulator.prior.sample((200,))", "simulator.prior.sample((8,))"),
+    ("posterior, num_posterior_samples=1000)", "posterior, num_posterior_samples=20)"),
+    ("dap, num_posterior_samples=1000)", "dap, num_posterior_samples=20)"),
 ]
 
 
@@ -49,6 +52,7 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch):
     assert samples.shape == (40, 1) and torch.isfinite(samples).all()
     assert namespace["simulator"].prior.support.check(samples).all()
     assert idata.posterior["theta"].shape[:2] == (4, 10)
+    assert namespace["ranks"].shape == (8, 1) and namespace["dap"].shape == (8, 1)
 
 
 def test_readme_gives_exactly_the_two_setup_commands():
