@@ -87,12 +87,13 @@ def _assert_moments(draws: torch.Tensor, truth: tuple[float, float], ess: float)
 
 def test_sbis_default_maf_gets_the_nuts_posterior_on_its_exact_likelihood(maf):
     simulator, inference, x_o = maf
-    posterior = inference.build_posterior()
+    posterior = inference.build_posterior(num_chains=4, min_transitions=250)
     assert isinstance(posterior, NUTSPosterior) and not isinstance(posterior, ManifoldPosterior)
     draws = posterior.sample((1000,), x=x_o[0], seed=0)
     assert draws.shape == (1000, 1) and draws.dtype == torch.float32
-    # 10 chains × 100 draws thinned 10×: ESS ≥ 400 (measured > 800)
-    _assert_moments(draws, _exact_moments(inference._neural_net, x_o[0]), ess=400)
+    # 4 chains × 250 draws: ESS ≥ 300 (measured > 800)
+    assert posterior.convergence[0].min_ess_bulk >= 300
+    _assert_moments(draws, _exact_moments(inference._neural_net, x_o[0]), ess=300)
 
 
 def test_sbis_own_mcmc_methods_run_sbis_posterior_on_the_same_likelihood(maf):
@@ -151,6 +152,7 @@ def test_sample_batched_gives_each_observation_its_own_posterior(maf):
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_manifold_posterior_batches_observations_and_matches_sbis_slice_sampler():
     """M-flow: NUTS on the chart potential, batched, against sbi's slice sampler on the
     exact likelihood (which includes the θ-independent decoder term): the same posterior."""
