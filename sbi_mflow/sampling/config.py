@@ -39,8 +39,8 @@ class NUTSConfig:
         batch_num_chains: chains per observation in ``sample_batched`` (unless the call
             passes ``num_chains``). 4: all observations' chains are one Pyro state whose
             step size shrinks as its dimension grows, so each chain adds leapfrog steps as
-            well as rows; on the demo model 200 observations × 1000 draws took 251 s with
-            4 chains each (R̂ ≤ 1.02); with 10 it had not finished after 8 minutes.
+            well as rows; on the demo model 200 observations × 1000 draws took 411 s with
+            4 chains each (``benchmarks/calibration.py``).
         warmup_steps: adaptation steps per chain (Stan's windowed adaptation in Pyro: dual
             averaging of the step size to ``target_accept_prob``, then a diagonal or dense
             mass matrix); discarded.
@@ -51,9 +51,9 @@ class NUTSConfig:
             for R̂ and ESS to mean something, and a request for many is not thinned. In
             ``sample_batched`` None means 1: its cost is the number of joint transitions,
             each a leapfrog trajectory over all observations' chains, and calibration
-            checks need many observations more than long chains (on the demo model, 200
-            observations × 1000 draws with thinning by 10 would take 10× the ~4 minutes;
-            ``benchmarks/calibration.py`` checks the draws with SBC and TARP).
+            checks need many observations more than long chains (thinning by 10 would make
+            the 411 s of ``benchmarks/calibration.py`` on the demo model several times
+            longer; that benchmark checks the unthinned draws with SBC and TARP).
         min_transitions: post-warm-up transitions per chain at least, with ``thin=None``.
             Measured on the demo's posterior (docs/results.md): a 1-D posterior with a
             second mode 2 nats above the first, which NUTS leaves only when a momentum
