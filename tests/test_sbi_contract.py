@@ -24,14 +24,6 @@ NUM_TRIALS = 5
 GRID = torch.linspace(-1.0, 1.0, 4001, dtype=torch.float64)[1:-1].unsqueeze(1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(density_estimator, num: int = 1500, epochs: int = 15, seed: int = 0):
     simulator = PolynomialSurface()
     torch.manual_seed(seed)

@@ -81,14 +81,6 @@ class ChainResult:
         """Divergent transitions, each chain's counted once."""
         return self.info.num_divergences
 
-    def select(self, chains: slice) -> ChainResult:
-        """The chains ``chains`` (e.g. one observation's block of a batched run)."""
-        return dataclasses.replace(
-            self, samples=self.samples[chains], info=self.info.select(chains),
-            potential_calls=self.potential_calls[chains],
-            inverse_mass_matrices=self.inverse_mass_matrices[chains],
-        )
-
     def thinned(self, thin: int) -> ChainResult:
         """Every ``thin``-th draw, the last of each window of ``thin`` transitions; a kept
         draw's record is flagged divergent when any transition of its window diverged."""
@@ -244,13 +236,9 @@ def _run_independent(energy, inits: Tensor, num_draws: int, config: NUTSConfig,
                 f"chain {chain}: recorded divergences {divergent} differ from Pyro's "
                 f"{diagnostics['divergences']}."
             )
-    infos = [r.info() for r in recorders]
     return ChainResult(
         samples=torch.stack([draws for draws, _ in outputs]),
-        info=NUTSInfo(**{
-            name: torch.cat([getattr(info, name) for info in infos])
-            for name in (f.name for f in dataclasses.fields(NUTSInfo))
-        }),
+        info=NUTSInfo.concatenate([r.info() for r in recorders]),
         potential_calls=[r.potential_calls for r in recorders],
         batched_calls=lockstep.batched_calls,
         wall_time=0.0,

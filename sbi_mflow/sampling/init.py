@@ -99,7 +99,7 @@ class SIRStarts:
     ess: Tensor
 
 
-def _log_likelihoods(potential, theta: Tensor) -> Tensor:
+def _log_posteriors(potential, theta: Tensor) -> Tensor:
     """log π(θ) + log-likelihood of candidates θ (M, p) for every observation: (B, M)."""
     num_obs, num_trials = potential.x_batch.shape[:2]
     chunk = max(1, SCREENING_ROWS // (num_obs * num_trials))
@@ -130,7 +130,7 @@ def sir_starts(potential, prior, transform, num_chains: int, num_candidates: int
     while True:
         draws = prior.sample((batch,))
         candidates.append(draws)
-        log_weights.append(_log_likelihoods(potential, draws) - prior.log_prob(draws).to(
+        log_weights.append(_log_posteriors(potential, draws) - prior.log_prob(draws).to(
             potential.device))
         total = sum(len(c) for c in candidates)
         joined = torch.cat(log_weights, dim=1)

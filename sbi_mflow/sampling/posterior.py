@@ -41,7 +41,11 @@ from sbi_mflow.sampling.convergence import ConvergenceSummary, check_batch, chec
 from sbi_mflow.sampling.device import resolve_sampling_device, unconstraining_transform
 from sbi_mflow.sampling.init import sir_starts
 from sbi_mflow.sampling.map import find_map
-from sbi_mflow.sampling.potential import ExactLikelihoodPotential, manifold_potential
+from sbi_mflow.sampling.potential import (
+    ExactLikelihoodPotential,
+    estimator_device_dtype,
+    manifold_potential,
+)
 
 __all__ = ["NUTSPosterior", "nuts_posterior"]
 
@@ -364,7 +368,6 @@ class NUTSPosterior(NeuralPosterior):
             inits = self.prior.sample((num_init_samples,))
         elif init_method == "posterior":
             inits = self.sample((num_init_samples,), x=x).to(self.sampling_device)
-            self._observe(x)
         else:
             raise ValueError(
                 f"init_method must be 'proposal', 'posterior' or a tensor, got {init_method!r}."
@@ -390,6 +393,6 @@ def nuts_posterior(estimator, prior, config: NUTSConfig | None = None,
     rest = {k: v for k, v in options.items() if k not in NUTSConfig.option_names()}
     device = resolve_sampling_device(config.sampling_device, estimator, chart=False)
     potential = manifold_potential(estimator, prior, exact=True, device=device)
-    user_device = next(estimator.parameters()).device
-    return NUTSPosterior(potential, config, user_device=user_device, **rest)
+    return NUTSPosterior(potential, config, user_device=estimator_device_dtype(estimator)[0],
+                         **rest)
 

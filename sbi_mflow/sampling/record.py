@@ -69,9 +69,11 @@ class NUTSInfo:
         """Divergent transitions, each chain's counted once."""
         return int(self.divergent.sum())
 
-    def select(self, chains: slice | Tensor) -> NUTSInfo:
-        """The rows of ``chains``."""
-        return NUTSInfo(**{f.name: getattr(self, f.name)[chains] for f in fields(self)})
+    @staticmethod
+    def concatenate(infos: list[NUTSInfo]) -> NUTSInfo:
+        """The chains of several records, in order: (ΣC, N)."""
+        return NUTSInfo(**{f.name: torch.cat([getattr(info, f.name) for info in infos])
+                           for f in fields(NUTSInfo)})
 
     def thinned(self, thin: int) -> NUTSInfo:
         """The last transition of each window of ``thin``; a kept transition is divergent
