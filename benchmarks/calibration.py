@@ -131,11 +131,11 @@ def calibrate(name: str, posterior, thetas, xs, args) -> dict:
     ecp, alpha = run_tarp(thetas, xs, ReplayedDraws(xs, draws_seen["draws"]),
                           num_posterior_samples=args.draws, show_progress_bar=False)
     atc, tarp_ks = check_tarp(ecp, alpha)
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     figure, _ = sbc_rank_plot(ranks, args.draws, plot_type="hist", num_bins=20)
-    figure.savefig(OUT / f"{name}_sbc.png", dpi=100)
+    figure.savefig(args.out / f"{name}_sbc.png", dpi=100)
     figure, _ = plot_tarp(ecp, alpha, title=f"TARP: {name}")
-    figure.savefig(OUT / f"{name}_tarp.png", dpi=100)
+    figure.savefig(args.out / f"{name}_tarp.png", dpi=100)
     return {
         "sbc_seconds": seconds,
         "seconds_per_observation": seconds / len(xs),
@@ -149,13 +149,15 @@ def calibrate(name: str, posterior, thetas, xs, args) -> dict:
 
 
 def run_mflow(simulator, thetas, xs, args) -> dict:
-    model = demo_model(args.seed)
+    model = args.model or demo_model(args.seed)
     estimator = sbi_mflow.load(model)
     theta, x = simulations(simulator, args.simulations, args.seed)
     inference = sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False)
     inference.append_simulations(theta, x)
-    posterior = inference.build_posterior(density_estimator=estimator)
-    result = calibrate("polynomial_surface_mflow", posterior, thetas, xs, args)
+    posterior = inference.build_posterior(density_estimator=estimator,
+                                          sampling_device=args.sampling_device)
+    result = calibrate(_name("mflow", args), posterior, thetas, xs, args)
+    result["sampling_device"] = str(posterior.sampling_device)
     convergence = posterior.convergence
     ess = sorted(s.min_ess_bulk for s in convergence)
     result.update({
@@ -186,9 +188,19 @@ def run_mflow(simulator, thetas, xs, args) -> dict:
 def run_nsf(simulator, thetas, xs, args) -> dict:
     theta, x = simulations(simulator, args.simulations, args.seed)
     posterior, training = sbi_nsf_posterior(simulator, theta, x, args)
-    result = calibrate("polynomial_surface_sbi_nle_nsf", posterior, thetas, xs, args)
+    result = calibrate(_name("sbi_nle_nsf", args), posterior, thetas, xs, args)
     result["training_seconds"] = training
     return result
+
+
+def _name(method: str, args) -> str:
+    """The result's file name: task, method, and the sampling device unless the default."""
+    suffix = "" if args.sampling_device == "auto" else f"_{args.sampling_device}"
+    return f"polynomial_surface_{method}{suffix}"
+
+
+def _device(args) -> str:
+    return "cuda" if args.sampling_device.startswith("cuda") else "cpu"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,6 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=["mflow", "sbi_nle_nsf"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--model", type=Path, help="a saved M-flow (default: the demo's)")
+    parser.add_argument("--sampling-device", default="auto",
+                        help="our posterior's sampling_device (results named after it)")
+    parser.add_argument("--out", type=Path, default=OUT, help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     simulator = PolynomialSurface()
@@ -210,21 +226,21 @@ def main(argv: list[str] | None = None) -> None:
     runners = {"mflow": run_mflow, "sbi_nle_nsf": run_nsf}
     results = {}
     for method in args.methods:
-        name = f"polynomial_surface_{method}"
-        path = OUT / f"{name}.json"
+        name = _name(method, args)
+        path = args.out / f"{name}.json"
         if path.exists() and not args.force:
             results[method] = json.loads(path.read_text())
             print(f"{name}: cached")
             continue
         print(f"{name}: running")
         result = runners[method](simulator, thetas, xs, args)
-        record = {"commit": git_commit(), "machine": machine(), "task": "polynomial_surface",
-                  "method": method, "settings": vars(args), **result}
-        OUT.mkdir(parents=True, exist_ok=True)
+        record = {"commit": git_commit(), "machine": machine(_device(args)),
+                  "task": "polynomial_surface", "method": method, "settings": vars(args), **result}
+        args.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         results[method] = record
         print(json.dumps({k: v for k, v in result.items() if k != "sampler"}, indent=1))
-    if {"mflow", "sbi_nle_nsf"} <= set(results):
+    if {"mflow", "sbi_nle_nsf"} <= set(results) and args.out == OUT:
         ours, theirs = results["mflow"], results["sbi_nle_nsf"]
         speedup = theirs["seconds_per_observation"] / ours["seconds_per_observation"]
         print(f"batched speed-up per observation over sbi's slice sampler: {speedup:.1f}x")

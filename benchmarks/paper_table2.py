@@ -121,10 +121,12 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
                               hidden_features=args.hidden_features, num_bins=args.bins)
         inference = NLE(prior_on_device(prior, device), density_estimator=build,
                         show_progress_bars=False, device=device)
-        return inference.append_simulations(data["theta"], data["x"]).train(
+        estimator = inference.append_simulations(data["theta"], data["x"]).train(
             max_num_epochs=args.epochs, training_batch_size=100, learning_rate=1e-3,
             stop_after_epochs=args.epochs,
         )
+        seconds = inference._summary.get("epoch_durations_sec", [])
+        return estimator, [{"phase": "af", "seconds": float(t)} for t in seconds]
     chart = CHARTS[model]() if model in CHARTS else None
     build = sbi_mflow.manifold_likelihood_nn(
         model, 2, chart=chart, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
@@ -140,7 +142,9 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
                    scandal_weight=args.scandal_weight)
     if schedule == "sequential":
         options["density_epochs"] = args.density_epochs
-    return inference.train(**options)
+    estimator = inference.train(**options)
+    return estimator, [{"phase": e["phase"], "seconds": e["seconds"]}
+                       for e in inference.summary["phases"]]
 
 
 def _model_samples(estimator, num: int) -> torch.Tensor:
@@ -199,12 +203,13 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimator = _train(row, data, args, seed)
+        estimator, epochs = _train(row, data, args, seed)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate(row, estimator, data, args)
     result.update(row=row, seed=seed, train_seconds=train_seconds,
-                  eval_seconds=time.perf_counter() - start, budget=_budget(args))
+                  eval_seconds=time.perf_counter() - start, budget=_budget(args),
+                  epoch_seconds=epochs)
     return result
 
 

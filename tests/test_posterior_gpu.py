@@ -93,3 +93,22 @@ def test_trainer_posterior_and_exact_potential_on_cuda(trained_on_cuda):
                                          check_convergence=False)
     assert exact.sampling_device.type == "cuda"  # "auto": the exact potential stays on cuda
     _check_draws(exact.sample((4,), x=x_o, seed=0), prior, (4, 1))
+
+
+@pytest.mark.parametrize("sampling_device", ["cpu", "cuda"])
+def test_sample_batched_with_an_estimator_on_cuda(trained_on_cuda, sampling_device):
+    simulator, prior, _, estimator, _ = trained_on_cuda
+    posterior = sbi_mflow.manifold_posterior(
+        estimator, prior, sampling_device=sampling_device, num_chains=4, warmup_steps=30,
+        thin=1, num_init_candidates=500, check_convergence=False)
+    torch.manual_seed(1)
+    xs = simulator(prior.sample((3,))).cuda()
+    samples = posterior.sample_batched((20,), x=xs)
+    assert samples.shape == (20, 3, 1) and samples.device.type == "cuda"
+    assert torch.isfinite(samples).all() and prior.support.check(samples.cpu()).all()
+    log_prob = posterior.log_prob_batched(samples, x=xs)
+    assert log_prob.shape == (20, 3) and log_prob.device.type == "cuda"
+    # each observation's batched log-density is its own one-observation log-density
+    for b in range(3):
+        torch.testing.assert_close(log_prob[:, b], posterior.log_prob(samples[:, b], x=xs[b]),
+                                   atol=1e-4, rtol=1e-5)  # same float32 kernels, other batch
