@@ -2,9 +2,10 @@
 
 For a task, on one set of simulations:
 
-1. the M-flow that ``sbi-mflow demo`` trains (PolynomialSurface, 10⁴ simulations, the
-   demo's architecture and M/D schedule; trained by running the demo once and cached), with
-   the library's posterior (``ManifoldNLE.build_posterior()``, defaults);
+1. an M-flow, with the library's posterior (``ManifoldNLE.build_posterior()``, defaults):
+   on PolynomialSurface the one ``sbi-mflow demo`` trains (10⁴ simulations, the demo's
+   architecture and M/D schedule), on lifted two moons (R^32) the one
+   ``benchmarks/lifted_two_moons.py`` trains; each trained once and cached;
 2. sbi's NLE with its NSF (``likelihood_nn("nsf")``) on the same simulations, with sbi's
    ``MCMCPosterior`` (``slice_np_vectorized``, batched; sbi's default chains and warm-up,
    ``thin=1``).
@@ -24,11 +25,12 @@ batched path per observation. The sampler's per-observation R̂ and bulk ESS are
 
 Results: one JSON per (task, method) under ``benchmarks/results/calibration/``, written as
 each finishes (a rerun skips the finished ones; ``--force`` redoes them), figures beside
-them, and ``calibration.json`` with all of them.
+them, and ``<task>.json`` with both methods of a task.
 
 Command line (one torch thread; the demo run trains for ~4 min)::
 
     python benchmarks/calibration.py                 # PolynomialSurface, both methods
+    python benchmarks/calibration.py --task lifted_two_moons   # trains its M-flow (~20 min)
     python benchmarks/calibration.py --observations 20 --draws 200   # a quick look
 """
 
@@ -69,31 +71,82 @@ class ReplayedDraws:
         return self.draws
 
 
-def demo_model(seed: int) -> Path:
-    """Run ``sbi-mflow demo`` once (cached) and return its model file."""
-    out = CACHE / f"demo-seed{seed}"
-    model = out / "model.pt"
-    if not model.exists():
-        subprocess.run([sys.executable, "-m", "sbi_mflow.cli", "demo", "--out", str(out),
-                        "--force", "--seed", str(seed), "--quiet"], check=True)
-    return model
+class PolynomialSurfaceTask:
+    """The demo: PolynomialSurface, and the M-flow that ``sbi-mflow demo`` trains (run once,
+    cached)."""
+
+    name = "polynomial_surface"
+
+    def __init__(self) -> None:
+        self.simulator = PolynomialSurface()
+        self.prior = self.simulator.prior
+
+    def simulate(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.simulator(theta)
+
+    def simulations(self, num: int, seed: int):
+        """The demo's simulations (same seed and chunking as ``sbi-mflow demo``)."""
+        from sbi_mflow.pipeline import simulate
+
+        theta, x, _ = simulate(self.simulator, num, False, seed, progress=False)
+        return theta, x
+
+    def mflow(self, args) -> Path:
+        out = CACHE / f"demo-seed{args.seed}"
+        model = out / "model.pt"
+        if not model.exists():
+            subprocess.run([sys.executable, "-m", "sbi_mflow.cli", "demo", "--out", str(out),
+                            "--force", "--seed", str(args.seed), "--quiet"], check=True)
+        return model
 
 
-def simulations(simulator, num: int, seed: int):
-    """The demo's simulations (same seed and chunking as ``sbi-mflow demo``)."""
-    from sbi_mflow.pipeline import simulate
+class LiftedTwoMoonsTask:
+    """sbibm's two moons lifted into R^32 (``benchmarks/lifted_two_moons.py``), and the
+    M-flow that benchmark trains (sequential M/D, 40 epochs, 30 density epochs; cached)."""
 
-    theta, x, _ = simulate(simulator, num, False, seed, progress=False)
-    return theta, x
+    name = "lifted_two_moons"
+
+    def __init__(self) -> None:
+        from sbi.utils import BoxUniform
+
+        from benchmarks.lifted_two_moons import Lift, two_moons
+
+        self.lift, self._two_moons = Lift(), two_moons
+        self.prior = BoxUniform(-torch.ones(2), torch.ones(2))
+
+    def simulate(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.lift(self._two_moons(theta))
+
+    def simulations(self, num: int, seed: int):
+        torch.manual_seed(seed)
+        theta = self.prior.sample((num,))
+        return theta, self.simulate(theta)
+
+    def mflow(self, args) -> Path:
+        model = CACHE / f"lifted-two-moons-n{args.simulations}-seed{args.seed}" / "model.pt"
+        if not model.exists():
+            theta, x = self.simulations(args.simulations, args.seed)
+            torch.manual_seed(args.seed)
+            inference = sbi_mflow.ManifoldNLE(
+                self.prior, density_estimator=sbi_mflow.manifold_likelihood_nn("mflow", 2),
+                show_progress_bars=False)
+            estimator = inference.append_simulations(theta, x).train(
+                schedule="sequential", max_num_epochs=40, density_epochs=30,
+                training_batch_size=100)
+            sbi_mflow.save(estimator, model)
+        return model
 
 
-def sbi_nsf_posterior(simulator, theta, x, args):
+TASKS = {task.name: task for task in (PolynomialSurfaceTask, LiftedTwoMoonsTask)}
+
+
+def sbi_nsf_posterior(task, theta, x, args):
     """sbi's NLE-NSF trained on the simulations, and sbi's batched slice sampler on it."""
     from sbi.inference import NLE
     from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
 
     torch.manual_seed(args.seed)
-    inference = NLE(simulator.prior, density_estimator="nsf", show_progress_bars=False)
+    inference = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -148,16 +201,19 @@ def calibrate(name: str, posterior, thetas, xs, args) -> dict:
     }
 
 
-def run_mflow(simulator, thetas, xs, args) -> dict:
-    model = args.model or demo_model(args.seed)
+def run_mflow(task, thetas, xs, args) -> dict:
+    start = time.perf_counter()
+    model = args.model or task.mflow(args)
+    training = time.perf_counter() - start
     estimator = sbi_mflow.load(model)
-    theta, x = simulations(simulator, args.simulations, args.seed)
-    inference = sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False)
+    theta, x = task.simulations(args.simulations, args.seed)
+    inference = sbi_mflow.ManifoldNLE(task.prior, show_progress_bars=False)
     inference.append_simulations(theta, x)
     posterior = inference.build_posterior(density_estimator=estimator,
                                           sampling_device=args.sampling_device)
-    result = calibrate(_name("mflow", args), posterior, thetas, xs, args)
+    result = calibrate(_name(task, "mflow", args), posterior, thetas, xs, args)
     result["sampling_device"] = str(posterior.sampling_device)
+    result["training_seconds_if_not_cached"] = training
     convergence = posterior.convergence
     ess = sorted(s.min_ess_bulk for s in convergence)
     result.update({
@@ -185,18 +241,18 @@ def run_mflow(simulator, thetas, xs, args) -> dict:
     return result
 
 
-def run_nsf(simulator, thetas, xs, args) -> dict:
-    theta, x = simulations(simulator, args.simulations, args.seed)
-    posterior, training = sbi_nsf_posterior(simulator, theta, x, args)
-    result = calibrate(_name("sbi_nle_nsf", args), posterior, thetas, xs, args)
+def run_nsf(task, thetas, xs, args) -> dict:
+    theta, x = task.simulations(args.simulations, args.seed)
+    posterior, training = sbi_nsf_posterior(task, theta, x, args)
+    result = calibrate(_name(task, "sbi_nle_nsf", args), posterior, thetas, xs, args)
     result["training_seconds"] = training
     return result
 
 
-def _name(method: str, args) -> str:
+def _name(task, method: str, args) -> str:
     """The result's file name: task, method, and the sampling device unless the default."""
     suffix = "" if args.sampling_device == "auto" else f"_{args.sampling_device}"
-    return f"polynomial_surface_{method}{suffix}"
+    return f"{task.name}_{method}{suffix}"
 
 
 def _device(args) -> str:
@@ -205,6 +261,7 @@ def _device(args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=list(TASKS), default="polynomial_surface")
     parser.add_argument("--observations", type=int, default=200)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--simulations", type=int, default=10_000)
@@ -219,23 +276,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    simulator = PolynomialSurface()
+    task = TASKS[args.task]()
     torch.manual_seed(args.seed + 1000)
-    thetas = simulator.prior.sample((args.observations,))
-    xs = simulator(thetas)
+    thetas = task.prior.sample((args.observations,))
+    xs = task.simulate(thetas)
     runners = {"mflow": run_mflow, "sbi_nle_nsf": run_nsf}
     results = {}
     for method in args.methods:
-        name = _name(method, args)
+        name = _name(task, method, args)
         path = args.out / f"{name}.json"
         if path.exists() and not args.force:
             results[method] = json.loads(path.read_text())
             print(f"{name}: cached")
             continue
         print(f"{name}: running")
-        result = runners[method](simulator, thetas, xs, args)
+        result = runners[method](task, thetas, xs, args)
         record = {"commit": git_commit(), "machine": machine(_device(args)),
-                  "task": "polynomial_surface", "method": method, "settings": vars(args), **result}
+                  "task": task.name, "method": method, "settings": vars(args), **result}
         args.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         results[method] = record
@@ -244,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         ours, theirs = results["mflow"], results["sbi_nle_nsf"]
         speedup = theirs["seconds_per_observation"] / ours["seconds_per_observation"]
         print(f"batched speed-up per observation over sbi's slice sampler: {speedup:.1f}x")
-        write_result("calibration", {"task": "polynomial_surface", "results": results,
+        write_result(f"calibration/{task.name}", {"task": task.name, "results": results,
                                      "speedup_vs_sbi_slice": speedup,
                                      "settings": vars(args)})
 

@@ -1,0 +1,134 @@
+"""Benchmark: sbi-mflow against what a user of sbi would pick instead, on the same data.
+
+Tasks (:mod:`benchmarks.tasks`) × methods (:mod:`benchmarks.methods`) × simulation budgets
+× trial counts T × seeds. Every method of a (task, budget, seed) trains on the same
+simulations (drawn with that seed) and is scored on the same observations 1–5 of each T by
+C2ST (sbi's MLP classifier, 5 folds; 0.5 = indistinguishable) of ``--draws`` posterior draws
+against as many reference draws. A trained model serves every T of its task.
+
+Each (task, method, budget, seed) writes
+``benchmarks/results/versus_sbi/<task>/<method>-n<budget>-seed<seed>.json`` as soon as it is
+done (training and sampling seconds, C2ST per T and observation, the machine and commit); a
+rerun skips what is there (``--force`` redoes it), so long runs resume and can be split
+across processes (``--tasks``, ``--methods``, ``--budgets``, ``--seeds``). ``--report``
+prints the table from the JSON. Commands (one torch thread)::
+
+    python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
+    python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
+    python -m benchmarks.versus_sbi --full                   # adds 10^5
+    python -m benchmarks.versus_sbi --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks._results import RESULTS, git_commit, machine
+from benchmarks.methods import METHODS
+from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
+
+OUT = RESULTS / "versus_sbi"
+
+
+def result_path(out: Path, task: str, method: str, budget: int, seed: int) -> Path:
+    return out / task / f"{method}-n{budget}-seed{seed}.json"
+
+
+def run_one(task, method: str, budget: int, seed: int, draws: int) -> dict:
+    """Train ``method`` on ``budget`` simulations of ``task`` (seed ``seed``) and score its
+    posterior on observations 1–5 for every T of the task."""
+    from sbi_mflow.metrics import c2st
+
+    torch.manual_seed(seed)
+    theta = task.prior.sample((budget,))
+    x = task.simulate(theta)
+    fitted = METHODS[method](task, theta, x, seed)
+    result = {"task": task.name, "method": method, "budget": budget, "seed": seed,
+              "train_seconds": fitted.train_seconds, "info": fitted.info, "trials": {}}
+    for trials in task.trials:
+        ks = range(1, NUM_OBSERVATIONS + 1)
+        xs = torch.stack([task.observe(k, trials) for k in ks])  # (B, T, D)
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        samples = fitted.sample(draws, xs)  # (draws, B, p)
+        seconds = time.perf_counter() - start
+        scores = [c2st(samples[:, j].float(), task.reference(k, trials, draws),
+                       classifier="mlp", seed=seed) for j, k in enumerate(ks)]
+        result["trials"][str(trials)] = {"c2st": scores, "sample_seconds": seconds}
+        print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: C2ST "
+              + " ".join(f"{s:.3f}" for s in scores) + f" (sampling {seconds:.0f} s)",
+              flush=True)
+    return result
+
+
+def load_results(out: Path = OUT) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(out.glob("*/*.json"))]
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one row per (task, T, budget, method), mean C2ST over observations 1–5
+    (mean over seeds, with the seeds' range), worst observation, and wall times."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        for trials, scores in r["trials"].items():
+            key = (r["task"], int(trials), r["budget"], r["method"])
+            groups.setdefault(key, []).append({**scores, "train": r["train_seconds"]})
+    order = list(METHODS)
+    lines = ["| task | T | simulations | method | mean C2ST (seeds' range) | worst obs. "
+             "| seeds | train s | sample s |", "|---|---:|---:|---|---|---:|---:|---:|---:|"]
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], order.index(k[3]))):
+        runs = groups[key]
+        means = [statistics.fmean(run["c2st"]) for run in runs]
+        worst = max(max(run["c2st"]) for run in runs)
+        spread = f" ({min(means):.3f}–{max(means):.3f})" if len(runs) > 1 else ""
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {statistics.fmean(means):.3f}"
+            f"{spread} | {worst:.3f} | {len(runs)} "
+            f"| {statistics.fmean(r['train'] for r in runs):.0f} "
+            f"| {statistics.fmean(r['sample_seconds'] for r in runs):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--budgets", nargs="+", type=int, default=[1000, 10_000])
+    parser.add_argument("--full", action="store_true", help="also 10^5 simulations")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only print the table")
+    parser.add_argument("--out", type=Path, default=OUT, help="results folder")
+    args = parser.parse_args(argv)
+    if args.full and 100_000 not in args.budgets:
+        args.budgets.append(100_000)
+    torch.set_num_threads(args.threads)
+    if not args.report:
+        for budget in args.budgets:
+            for seed in args.seeds:
+                for name in args.tasks:
+                    task = TASKS[name]()
+                    for method in args.methods:
+                        path = result_path(args.out, name, method, budget, seed)
+                        if method == "fom" and task.chart is None:
+                            continue
+                        if path.exists() and not args.force:
+                            continue
+                        result = run_one(task, method, budget, seed, args.draws)
+                        result.update(commit=git_commit(), machine=machine(),
+                                      settings={"draws": args.draws, "threads": args.threads})
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(load_results(args.out)))
+
+
+if __name__ == "__main__":
+    main()
