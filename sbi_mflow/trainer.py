@@ -260,6 +260,10 @@ class ManifoldNLE(NLE):
         self._summary["best_validation_loss"].append(self._schedule.best_validation_loss)
         self._summary["train_config"] = asdict(config)
         self._summary.update(self._schedule.report())
+        check = self._summary.get("manifold_check")
+        if check is not None and check.get("error_quantile") is not None:
+            # the posterior's off-manifold threshold, kept with the estimator (and its file)
+            estimator.reference_reconstruction_error = check["error_quantile"]
         self._tracker.log_metric("epochs_trained", epochs, step=self._round + 1)
         self._tracker.flush()
         if show_train_summary:
@@ -372,7 +376,8 @@ class ManifoldNLE(NLE):
         if prior is None:
             raise ValueError("No prior: pass prior= here or to ManifoldNLE(prior, ...).")
         options = {**nuts, **options}
-        if "reference_x" not in options and "reference_errors" not in options:
+        if ("reference_x" not in options and "reference_errors" not in options
+                and getattr(estimator, "reference_reconstruction_error", None) is None):
             options["reference_x"] = self._reference_x()
         self._posterior = manifold_posterior(estimator, prior, **options)
         return self._posterior

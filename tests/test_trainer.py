@@ -282,21 +282,35 @@ def test_progress_bar_counts_epochs_without_an_absurd_total(capsys):
     assert "3epoch" in shown.replace(" ", "") and "1073741823" not in shown
 
 
-def test_posterior_reference_rows_come_from_the_rounds_training_kept():
+def test_off_manifold_threshold_comes_from_the_held_out_rows_of_the_rounds_kept(tmp_path):
     simulator = PolynomialSurface()
     torch.manual_seed(0)
     theta0 = simulator.prior.sample((200,))
     theta1 = simulator.prior.sample((200,))
+    x1 = simulator(theta1) + 100.0
     inference = _inference()
     inference.append_simulations(theta0, simulator(theta0))
-    inference.append_simulations(theta1, simulator(theta1) + 100.0, from_round=1)
+    inference.append_simulations(theta1, x1, from_round=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a 2-epoch chart: stall warnings are expected
-        inference.train(max_num_epochs=2, discard_prior_samples=True, manifold_candidates=1)
+        net = inference.train(max_num_epochs=2, discard_prior_samples=True,
+                              manifold_candidates=1)
+    # independent: the 99% quantile of ‖x − g(e(x))‖ on round 1's validation rows (the
+    # split indexes the kept round), computed through the estimator's public method
+    with torch.no_grad():
+        errors = net.reconstruction_error(x1[inference.val_indices]).double()
+    expected = float(torch.quantile(errors, 0.99))
+    stored = inference.summary["manifold_check"]["error_quantile"]
+    # the same float32 round trips, summed in another order: relative 1e-5
+    assert stored == pytest.approx(expected, rel=1e-5)
+    assert net.reference_reconstruction_error == stored
     posterior = inference.build_posterior()
-    # round 1 was shifted by 100: every reference row must come from it
-    assert posterior.reference_x.shape == (150, 3)
-    assert bool((posterior.reference_x[:, 0] > 50).all())
+    assert posterior.reference_x is None  # no reference rows re-encoded per posterior
+    threshold, origin = posterior.manifold_threshold()
+    assert threshold == pytest.approx(3.0 * stored) and "stored" in origin
+    # the quantile travels with the saved model
+    loaded = sbi_mflow.load(sbi_mflow.save(net, tmp_path / "model.pt"))
+    assert loaded.reference_reconstruction_error == stored
 
 
 def test_build_posterior_of_an_estimator_trained_elsewhere_before_any_training():
@@ -307,6 +321,7 @@ def test_build_posterior_of_an_estimator_trained_elsewhere_before_any_training()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = trained.append_simulations(theta, simulator(theta)).train(max_num_epochs=2)
+    del net.reference_reconstruction_error  # as an estimator built without a trainer
     fresh = sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False)
     posterior = fresh.build_posterior(density_estimator=net)
     assert posterior.reference_x is None  # nothing to judge x_o against: no simulations

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from sbi_mflow.estimator import ManifoldFlowEstimator
+from sbi_mflow.sampling.manifold_check import REFERENCE_QUANTILE
 from sbi_mflow.training.data import TrainingData
 from sbi_mflow.training.phase import EpochResult, Phase
 from sbi_mflow.training.stopping import state_copy
@@ -77,6 +78,9 @@ class ManifoldCheck:
         data_dimension: the intrinsic-dimension estimate of the training data, made only
             when the check fails (None otherwise).
         no_manifold: the check failed and data_dimension > n + :data:`NO_MANIFOLD_MARGIN`.
+        error_quantile: the 99% quantile of the held-out reconstruction errors
+            ‖x − g(e(x))‖₂ in data units: the posterior's off-manifold threshold is a
+            multiple of it (:mod:`sbi_mflow.sampling.manifold_check`).
     """
 
     reconstruction: float
@@ -85,6 +89,7 @@ class ManifoldCheck:
     stalled: bool
     data_dimension: float | None = None
     no_manifold: bool = False
+    error_quantile: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,13 +130,17 @@ def check_manifold(estimator: ManifoldFlowEstimator, data: TrainingData,
     ])
     error = float((_standardized(estimator, val_x) - _standardized(estimator, projected))
                   .pow(2).mean())
+    distances = (val_x - projected).double().norm(dim=1)
+    distances = distances[torch.isfinite(distances)]
+    quantile = float(torch.quantile(distances, REFERENCE_QUANTILE)) if len(distances) else None
     baseline = linear_baseline(train, _standardized(estimator, val_x), estimator.manifold_dim)
     ratio = error / baseline if baseline > 0 else float("inf")
     stalled = error > STALL_FLOOR and ratio > STALL_RATIO
     dimension = _data_dimension(train[:DIMENSION_ROWS]) if stalled and diagnose else None
     check = ManifoldCheck(error, baseline, ratio, stalled, dimension,
                           dimension is not None
-                          and dimension > estimator.manifold_dim + NO_MANIFOLD_MARGIN)
+                          and dimension > estimator.manifold_dim + NO_MANIFOLD_MARGIN,
+                          quantile)
     if check.stalled and warn:
         warn_check(check, estimator.manifold_dim)
     return check
