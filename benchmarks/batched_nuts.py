@@ -18,27 +18,21 @@ observation, and the fitted log-log slope of the steps against N = B·C.
 
 Command line (one torch thread; about 15 minutes)::
 
-    python benchmarks/batched_nuts.py
+    python -m benchmarks.batched_nuts
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _results import machine, write_result  # noqa: E402
-from calibration import PolynomialSurfaceTask  # noqa: E402
-
-import sbi_mflow  # noqa: E402
+import sbi_mflow
+from benchmarks._results import machine, write_result
+from benchmarks.calibration import PolynomialSurfaceTask
 
 
 def measure(posterior, xs: torch.Tensor, draws: int, seed: int) -> dict:

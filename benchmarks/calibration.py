@@ -29,9 +29,9 @@ them, and ``<task>.json`` with both methods of a task.
 
 Command line (one torch thread; the demo run trains for ~4 min)::
 
-    python benchmarks/calibration.py                 # PolynomialSurface, both methods
-    python benchmarks/calibration.py --task lifted_two_moons   # trains its M-flow (~20 min)
-    python benchmarks/calibration.py --observations 20 --draws 200   # a quick look
+    python -m benchmarks.calibration                 # PolynomialSurface, both methods
+    python -m benchmarks.calibration --task lifted_two_moons   # trains its M-flow (~20 min)
+    python -m benchmarks.calibration --observations 20 --draws 200   # a quick look
 """
 
 from __future__ import annotations
@@ -46,13 +46,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _results import RESULTS, git_commit, machine, write_result  # noqa: E402
-
-import sbi_mflow  # noqa: E402
-from simulators import PolynomialSurface  # noqa: E402
+import sbi_mflow
+from benchmarks._results import RESULTS, git_commit, machine, write_result
+from simulators import PolynomialSurface
 
 OUT = RESULTS / "calibration"
 CACHE = Path.home() / ".cache" / "sbi-mflow" / "calibration"

@@ -8,7 +8,7 @@ phases, from the median epoch after the first (the first includes ``torch.compil
 CUDA); epochs include their validation pass. CPU runs use all cores. Exits with a message
 when no CUDA device is present. Writes ``benchmarks/results/gpu_check.json``.
 
-Run: ``python benchmarks/gpu_check.py [--simulations 10000] [--batches 128 1024]``.
+Run: ``python -m benchmarks.gpu_check [--simulations 10000] [--batches 128 1024]``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._results import machine, write_result  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
-from simulators import ParticleDecay  # noqa: E402
+import sbi_mflow
+from benchmarks._results import machine, write_result
+from sbi_mflow.tracking import NullTracker
+from simulators import ParticleDecay
 
 
 def throughput(device: str, theta, x, simulator, epochs: int, batch: int) -> dict:

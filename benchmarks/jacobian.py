@@ -9,7 +9,7 @@ to the chart log-likelihood (one encoder pass + inner flow):
   batch). That loop is measured on a sub-batch and scaled linearly in B (a lower bound:
   each call also gets slower as the batch grows; the reference even loops per layer).
 
-Run: ``python benchmarks/jacobian.py [--batch 256] [--loop-batch 8]``.
+Run: ``python -m benchmarks.jacobian [--batch 256] [--loop-batch 8]``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import best_time
 
 import sbi_mflow
+from benchmarks._timing import best_time
 
 
 def per_element_log_det(estimator, u: torch.Tensor) -> torch.Tensor:

@@ -23,27 +23,23 @@ targets: RMS ≤ 0.03 and, on every observation, C2ST(M-flow) ≤ C2ST(sbi NLE, 
 Writes ``benchmarks/results/lifted_gaussian_linear.json`` (the default methods ``mflow,nle``),
 else ``lifted_gaussian_linear_<methods>.json`` (e.g. ``_fom``).
 
-Run: ``python benchmarks/lifted_gaussian_linear.py [--simulations 10000] [--methods fom]
+Run: ``python -m benchmarks.lifted_gaussian_linear [--simulations 10000] [--methods fom]
 [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._results import machine, write_result  # noqa: E402
-from benchmarks._sbibm import Lift, load_task_files  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
-from sbi_mflow.training import TrainConfig  # noqa: E402
+import sbi_mflow
+from benchmarks._results import machine, write_result
+from benchmarks._sbibm import Lift, load_task_files
+from sbi_mflow.tracking import NullTracker
+from sbi_mflow.training import TrainConfig
 
 METHODS = ("mflow", "nle", "fom")
 

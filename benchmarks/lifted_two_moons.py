@@ -48,9 +48,9 @@ mixing). Targets (issue 15): mode share within 0.4–0.6 on each observation, me
 
 Command lines (one torch thread; on the shared 2-core box prefix ``nice -n 5``)::
 
-    python benchmarks/lifted_two_moons.py --quick   # smoke run, ~3 min; writes
+    python -m benchmarks.lifted_two_moons --quick   # smoke run, ~3 min; writes
                                                     # benchmarks/results/lifted_two_moons_quick.md
-    python benchmarks/lifted_two_moons.py           # full run, ~40 min on the shared box; writes
+    python -m benchmarks.lifted_two_moons           # full run, ~40 min on the shared box; writes
                                                     # benchmarks/results/lifted_two_moons.md
 
 Budget choices of the defaults (measured on the shared 2-core box): the M-flow posterior is
@@ -74,17 +74,14 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._sbibm import load_task_files  # noqa: E402
+import sbi_mflow
+from benchmarks._sbibm import load_task_files
 
 LIFT_DIM = 32
 LIFT_SEED = 20240611  # fixes Q, W, b: the lift is part of the task, not of --seed

@@ -12,10 +12,10 @@ fast estimate and its time, and the per-n held-out errors.
 Each finished (data set, noise) is written to ``benchmarks/results/manifold_dim.json`` as
 it lands, and a rerun skips those already there (``--fresh`` starts over)::
 
-    python benchmarks/manifold_dim.py                 # all, 2 torch threads
-    python benchmarks/manifold_dim.py --data poly moons32
-    python benchmarks/manifold_dim.py --report        # the table in docs/results.md
-    python benchmarks/manifold_dim.py --compare-fast [--report]   # MLE, TwoNN, MOM alone
+    python -m benchmarks.manifold_dim                 # all, 2 torch threads
+    python -m benchmarks.manifold_dim --data poly moons32
+    python -m benchmarks.manifold_dim --report        # the table in docs/results.md
+    python -m benchmarks.manifold_dim --compare-fast [--report]   # MLE, TwoNN, MOM alone
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 
 import torch
-from _results import RESULTS, git_commit, machine, write_result
-from lifted_two_moons import Lift as MoonLift  # puts the repository root on sys.path
-from lifted_two_moons import two_moons
 
 import sbi_mflow
+from benchmarks._results import RESULTS, git_commit, machine, write_result
 from benchmarks._sbibm import Lift
+from benchmarks.lifted_two_moons import Lift as MoonLift  # puts the repository root on sys.path
+from benchmarks.lifted_two_moons import two_moons
 from simulators import ConditionalSphere, LorenzAttractor, ParticleDecay, PolynomialSurface
 
 NAME = "manifold_dim"

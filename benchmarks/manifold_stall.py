@@ -20,7 +20,7 @@ trainer's stall check, and the wall time. Variants:
 * ``default``: the library defaults of the commit that runs.
 
 Writes ``benchmarks/results/manifold_stall[_<simulator>].json``. Run:
-``python benchmarks/manifold_stall.py [--variants default] [--seeds 0 1 2 ...]``, or
+``python -m benchmarks.manifold_stall [--variants default] [--seeds 0 1 2 ...]``, or
 ``--simulator particle-decay --simulations 10000 --epochs 25 --seeds 0``.
 """
 
@@ -29,19 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._results import RESULTS, machine, write_result  # noqa: E402
-from sbi_mflow.pipeline import make_simulator  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
+import sbi_mflow
+from benchmarks._results import RESULTS, machine, write_result
+from sbi_mflow.pipeline import make_simulator
+from sbi_mflow.tracking import NullTracker
 
 VARIANTS = {
     "plain": (dict(tangent_alignment=False), dict(manifold_candidates=1, manifold_retries=0)),

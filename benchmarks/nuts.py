@@ -20,10 +20,10 @@ sampling call, chain starts and warm-up included, and its CPU time (``time.proce
 all threads of this process): on a shared machine the wall time also counts other jobs,
 the CPU time does not, so ratios are given for both. Command lines (one torch thread)::
 
-    python benchmarks/nuts.py                                   # PolynomialSurface
-    python benchmarks/nuts.py --simulator particle --simulations 5000 --epochs 20 \\
+    python -m benchmarks.nuts                                   # PolynomialSurface
+    python -m benchmarks.nuts --simulator particle --simulations 5000 --epochs 20 \\
         --sbi-samples 300                                       # ParticleDecay (d=40)
-    python benchmarks/nuts.py --report                          # Markdown from the JSON files
+    python -m benchmarks.nuts --report                          # Markdown from the JSON files
 """
 
 from __future__ import annotations
@@ -34,22 +34,20 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import sbi_mflow  # noqa: E402
-from sbi_mflow.sampling.potential import (  # noqa: E402
+import sbi_mflow
+from sbi_mflow.sampling.potential import (
     ChartPotential,
     ExactLikelihoodPotential,
     frozen_copy,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -11,8 +11,8 @@ Each finished (model, setting, repeat) is written to
 ``benchmarks/results/nuts_convergence.json`` as it lands, and a rerun skips those already
 there (``--fresh`` starts over). Run (one torch thread, as the demo)::
 
-    python benchmarks/nuts_convergence.py --seeds 0 1 2 --repeats 2
-    python benchmarks/nuts_convergence.py --report      # the table in docs/results.md
+    python -m benchmarks.nuts_convergence --seeds 0 1 2 --repeats 2
+    python -m benchmarks.nuts_convergence --report      # the table in docs/results.md
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 import arviz as az
 import numpy as np
 import torch
-from _results import RESULTS, git_commit, machine, write_result
 
 import sbi_mflow
+from benchmarks._results import RESULTS, git_commit, machine, write_result
 from sbi_mflow import metrics
 from simulators import PolynomialSurface
 

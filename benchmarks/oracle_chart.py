@@ -18,7 +18,7 @@ log-likelihood; its volume term does not depend on θ).
 Until 0.2.0.dev3 the model was sbi's ``likelihood_nn("nsf")`` on z, built here by hand.
 
 Writes ``benchmarks/results/table2_oracle_chart.json``. Run:
-``python benchmarks/oracle_chart.py [--trainer sbi-mflow] [--seeds 0 1 ...]``; with
+``python -m benchmarks.oracle_chart [--trainer sbi-mflow] [--seeds 0 1 ...]``; with
 ``--trainer sbi-mflow`` it writes ``table2_oracle_chart_sbi_mflow_trainer.json``.
 """
 
@@ -26,20 +26,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._results import machine, write_result  # noqa: E402
-from sbi_mflow import ManifoldNLE, manifold_likelihood_nn, metrics  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
-from simulators import PolynomialSurface  # noqa: E402
-from simulators._posterior import grid_posterior  # noqa: E402
+from benchmarks._results import machine, write_result
+from sbi_mflow import ManifoldNLE, manifold_likelihood_nn, metrics
+from sbi_mflow.tracking import NullTracker
+from simulators import PolynomialSurface
+from simulators._posterior import grid_posterior
 
 
 def _latent(simulator: PolynomialSurface, x: torch.Tensor) -> torch.Tensor:

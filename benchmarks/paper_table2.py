@@ -26,10 +26,10 @@ Each (row, seed) result is written to ``--cache`` as JSON as soon as it is done,
 interrupted run resumes, and runs can be split across processes (``--rows``, ``--seeds``).
 ``--report`` only collects the cached results. Commands::
 
-    python benchmarks/paper_table2.py                      # reduced budget (< 2 h, 2 cores)
-    python benchmarks/paper_table2.py --full               # the paper's budget (10^5 samples)
-    python benchmarks/paper_table2.py --report --write-results docs/results.md
-    python benchmarks/paper_table2.py --report --also n10000-e20-853997cb n10000-e20
+    python -m benchmarks.paper_table2                      # reduced budget (< 2 h, 2 cores)
+    python -m benchmarks.paper_table2 --full               # the paper's budget (10^5 samples)
+    python -m benchmarks.paper_table2 --report --write-results docs/results.md
+    python -m benchmarks.paper_table2 --report --also n10000-e20-853997cb n10000-e20
 
 The paper's published medians are printed beside ours.
 """
@@ -40,24 +40,21 @@ import argparse
 import hashlib
 import json
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._results import git_commit, machine  # noqa: E402
-from sbi_mflow import metrics  # noqa: E402
-from sbi_mflow.config import ManifoldFlowConfig  # noqa: E402
-from sbi_mflow.priors import prior_on_device  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
-from sbi_mflow.training import TrainConfig  # noqa: E402
-from simulators import PolynomialSurface  # noqa: E402
-from simulators._posterior import grid_posterior  # noqa: E402
+import sbi_mflow
+from benchmarks._results import git_commit, machine
+from sbi_mflow import metrics
+from sbi_mflow.config import ManifoldFlowConfig
+from sbi_mflow.priors import prior_on_device
+from sbi_mflow.tracking import NullTracker
+from sbi_mflow.training import TrainConfig
+from simulators import PolynomialSurface
+from simulators._posterior import grid_posterior
 
 #: key -> (label, model, schedule); model "af" is sbi's NSF.
 ROWS = {

@@ -17,25 +17,21 @@ gradient clipping, fused AdamW. ``--compile`` profiles the ``torch.compile``d st
 captured as a CUDA graph). Older sbi-mflow versions (without ``sbi_mflow.training``) are
 profiled with their own loss functions, so the same script gives before/after tables.
 
-Run: ``python benchmarks/profile_step.py [--device cuda] [--batches 128 1024 4096]``.
+Run: ``python -m benchmarks.profile_step [--device cuda] [--batches 128 1024 4096]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._results import machine, write_result  # noqa: E402
-from simulators import ParticleDecay  # noqa: E402
+import sbi_mflow
+from benchmarks._results import machine, write_result
+from simulators import ParticleDecay
 
 SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero")
 

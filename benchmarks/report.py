@@ -66,7 +66,7 @@ def calibration_section() -> str:
     if not rows:
         return ""
     return (
-        "## Calibration with sbi's diagnostics (`python benchmarks/calibration.py --task "
+        "## Calibration with sbi's diagnostics (`python -m benchmarks.calibration --task "
         "TASK`)\n\n"
         "sbi's `run_sbc` (batched, its defaults) and `run_tarp` on the same draws; one trial "
         "per observation. Calibrated: KS p ≥ 0.05, rank C2ST near 0.5, TARP ATC near 0.\n\n"
@@ -85,7 +85,7 @@ def batched_nuts_section() -> str:
             f"| {row['ess_per_second_per_observation']:.0f} | {row['max_rhat']:.3f} |"
             for row in r["rows"]]
     return (
-        "## One NUTS state for B observations (`python benchmarks/batched_nuts.py`)\n\n"
+        "## One NUTS state for B observations (`python -m benchmarks.batched_nuts`)\n\n"
         "`sample_batched` on the demo model, 1000 draws per observation: the shared step size "
         "shrinks and the trajectories lengthen as the joint state grows; the cost per "
         f"leapfrog step is shared. Fitted: leapfrog steps ∝ (B·C)^"

@@ -33,11 +33,11 @@ Defaults: N = 500, 1000, 2000, E = 60, 10 trials, α = 2, 1000 draws. The defaul
 roughly double it: SCANDAL training of the NSF needs double backpropagation through the
 40-dimensional flow, ~1.5 s per epoch per 1000 simulations here)::
 
-    nice -n 5 python benchmarks/scandal.py 2>&1 | tee /tmp/scandal.log
+    nice -n 5 python -m benchmarks.scandal 2>&1 | tee /tmp/scandal.log
 
 Smoke run (a few minutes)::
 
-    python benchmarks/scandal.py --quick
+    python -m benchmarks.scandal --quick
 
 Writes a Markdown report to ``--output`` (default ``benchmarks/results/scandal.md``).
 Why these sampler settings: sbi's ``slice_np_vectorized`` starts every chain's brackets at
@@ -66,12 +66,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from sbi_mflow.losses import ChartNLL, NegativeLogLikelihood  # noqa: E402
-from sbi_mflow.metrics import c2st, log_posterior_at_true_theta  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
+import sbi_mflow
+from sbi_mflow.losses import ChartNLL, NegativeLogLikelihood
+from sbi_mflow.metrics import c2st, log_posterior_at_true_theta
+from sbi_mflow.tracking import NullTracker
 
 MODELS = {"mflow": "M-flow (ours)", "nsf": "NSF (sbi)"}
 
@@ -309,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
         "slice": f"slice_np_vectorized ({args.sbi_chains} chains, {args.sbi_warmup} warm-up)",
     }[args.nsf_sampler]
     total = time.perf_counter() - started
-    command = "python benchmarks/scandal.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.scandal " + " ".join(sys.argv[1:] if argv is None else argv)
     report = f"""# SCANDAL benchmark on ParticleDecay
 
 Command: `{command.strip()}` ({args.threads} torch thread(s), torch {torch.__version__},

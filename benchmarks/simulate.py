@@ -22,8 +22,8 @@ Every run writes to an on-disk Zarr store (as a real run would); the workers are
 in-process ones. Writes ``benchmarks/results/simulate.json`` (git commit, machine, load
 average, settings, results) and prints the ratios. Run::
 
-    python benchmarks/simulate.py                       # defaults: the issue's sizes
-    python benchmarks/simulate.py --ode-rows 4000 --decay-rows 200000   # a quick check
+    python -m benchmarks.simulate                       # defaults: the issue's sizes
+    python -m benchmarks.simulate --ode-rows 4000 --decay-rows 200000   # a quick check
 """
 
 from __future__ import annotations

@@ -12,28 +12,24 @@ hidden 64, 8 bins, batch 100, one CPU thread), prints and writes to JSON:
   transformed features) and the sampler's potential uses (N = 400), eager and compiled
   with ``torch.compile`` (Inductor, from an empty cache; compile time reported).
 
-Run: ``python benchmarks/spline_cost.py [--steps 20] [--no-compile]``.
+Run: ``python -m benchmarks.spline_cost [--steps 20] [--no-compile]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-import sbi_mflow.flows.spline as spline_module  # noqa: E402
-from benchmarks._results import machine, write_result  # noqa: E402
-from benchmarks._timing import median_time  # noqa: E402
-from sbi_mflow.losses import ReconstructionLoss  # noqa: E402
-from simulators import ParticleDecay  # noqa: E402
+import sbi_mflow
+import sbi_mflow.flows.spline as spline_module
+from benchmarks._results import machine, write_result
+from benchmarks._timing import median_time
+from sbi_mflow.losses import ReconstructionLoss
+from simulators import ParticleDecay
 
 NUM_BINS = 8
 

@@ -13,30 +13,26 @@ of the whole runs (issue target: ≤ 0.25 on one CPU thread at batch 100) and wr
 ``--spline-stand-in`` replaces the spline of our couplings by a one-operation elementwise map
 (``benchmarks/spline_cost.py``): a bound on what any faster spline could give.
 
-Run: ``python benchmarks/training.py [--epochs 20] [--device cuda] [--threads 1]``.
+Run: ``python -m benchmarks.training [--epochs 20] [--device cuda] [--threads 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 from sbi.inference import NLE
 from sbi.neural_nets import likelihood_nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import sbi_mflow  # noqa: E402
-from benchmarks._results import machine, write_result  # noqa: E402
-from sbi_mflow.priors import prior_on_device  # noqa: E402
-from sbi_mflow.tracking import NullTracker  # noqa: E402
-from sbi_mflow.training import TrainConfig  # noqa: E402
-from simulators import ParticleDecay  # noqa: E402
+import sbi_mflow
+from benchmarks._results import machine, write_result
+from sbi_mflow.priors import prior_on_device
+from sbi_mflow.tracking import NullTracker
+from sbi_mflow.training import TrainConfig
+from simulators import ParticleDecay
 
 
 def _sync(device: str) -> None:

@@ -40,18 +40,18 @@ run_gpu_tests() {
     tests/test_sim_polynomial_surface.py tests/test_sim_sphere.py -k "not demo_runs_on_cuda"
 }
 run_calibration() {
-  step calibration "${T_CALIBRATION:-200}" $PY benchmarks/calibration.py --methods mflow \
+  step calibration "${T_CALIBRATION:-200}" $PY -m benchmarks.calibration --methods mflow \
     --sampling-device cuda --loop-observations 1 --out "$WORK/results/calibration" \
     ${DEMO_MODEL:+--model "$DEMO_MODEL"}
 }
 run_table2_epochs() {
-  step table2_epochs "${T_TABLE2_EPOCHS:-170}" $PY benchmarks/paper_table2.py --device cuda \
+  step table2_epochs "${T_TABLE2_EPOCHS:-170}" $PY -m benchmarks.paper_table2 --device cuda \
     --simulations 100000 --epochs "${TABLE2_EPOCHS:-2}" --density-epochs 1 \
     --rows ${TABLE2_ROWS:-mflow-seq fom af} --seeds 0 --generate 1000 \
     --cache "$WORK/results/table2_epochs"
 }
 run_profile() {
-  step profile_compiled "${T_PROFILE:-140}" $PY benchmarks/profile_step.py --device cuda \
+  step profile_compiled "${T_PROFILE:-140}" $PY -m benchmarks.profile_step --device cuda \
     --batches 100 1024 --hidden 128 --threads 8 --compile --kinds manifold density
 }
 run_demo() {
