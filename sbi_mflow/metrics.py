@@ -30,6 +30,7 @@ __all__ = [
     "OODAUC",
     "c2st",
     "clipped_mean",
+    "closure",
     "log_posterior_at_true_theta",
     "mean_distance_to_manifold",
     "mean_reconstruction_error",
@@ -406,6 +407,45 @@ def c2st(x: ArrayLike, y: ArrayLike, seed: int = 0, **kwargs: Any) -> float:
     ys = _samples(y, "y", min_rows=2)
     _same_dim(xs, ys, "x", "y")
     return float(_sbi_c2st(xs.float(), ys.float(), seed=seed, **kwargs))
+
+
+def closure(model: ArrayLike, simulated: ArrayLike, seed: int = 0, **kwargs: Any) -> float:
+    """Closure test of generated samples: how well a classifier tells them from simulations,
+    on a scale where 0 is indistinguishable and 1 is the product of the marginals.
+
+        closure = (A(model, S₁) − ½) / (A(shuffled S₂, S₁) − ½),
+
+    with A the classifier two-sample accuracy (:func:`c2st`), S₁ and S₂ the two halves of
+    ``simulated`` (N, D), and "shuffled S₂" S₂ with each column permuted independently (a
+    sample of the product of the marginal densities). ``model`` (M, D) are samples from the
+    model being checked. This is the scale of the paper's Table 3 closure (§4.4: 1 is "a
+    random reshuffling of all features across samples"), with a classifier in place of the
+    domain-specific tests. ``kwargs`` go to :func:`c2st`.
+
+    Raises:
+        ValueError: the classifier cannot tell the shuffled simulations from the simulations
+            (independent features), so the scale has no unit.
+
+    References:
+        Brehmer & Cranmer (2020), "Flows for simultaneous manifold learning and density
+        estimation", §4.4 and Table 3.
+    """
+    xs = _samples(simulated, "simulated", min_rows=8)
+    ms = _samples(model, "model", min_rows=2)
+    _same_dim(ms, xs, "model", "simulated")
+    generator = torch.Generator().manual_seed(seed)
+    rows = xs[torch.randperm(xs.shape[0], generator=generator)]
+    first, second = rows[: len(rows) // 2], rows[len(rows) // 2:]
+    shuffled = torch.stack([column[torch.randperm(len(column), generator=generator)]
+                            for column in second.T], dim=1)
+    unit = c2st(shuffled, first, seed=seed, **kwargs) - 0.5
+    if unit <= 0.05:
+        raise ValueError(
+            f"The classifier tells shuffled simulations from simulations with accuracy "
+            f"{unit + 0.5:.3f}: the features are (close to) independent, and a closure "
+            "relative to the product of the marginals is undefined."
+        )
+    return (c2st(ms, first, seed=seed, **kwargs) - 0.5) / unit
 
 
 # ------------------------------------------------------------------- log posterior at true θ
