@@ -8,7 +8,7 @@ from sbi_mflow.estimator import ManifoldFlowEstimator
 from sbi_mflow.flows.prescribed import PrescribedChart, register_chart
 from sbi_mflow.io import load, save
 from sbi_mflow.models import MODELS, PRESETS, ModelSpec
-from sbi_mflow.ratio import ScoreAugmentedNRE
+from sbi_mflow.ratio import RatioLikelihood, ScoreAugmentedNRE
 from sbi_mflow.sampling import (
     ChartPotential,
     ConvergenceWarning,
@@ -61,6 +61,7 @@ __all__ = [
     "NoManifoldWarning",
     "ModelSpec",
     "PrescribedChart",
+    "RatioLikelihood",
     "ScoreAugmentedNRE",
     "TrainConfig",
     "TrainingDivergedError",

@@ -27,10 +27,12 @@ from typing import Any
 
 import torch
 from sbi.inference import NRE_C
+from sbi.neural_nets.estimators import ConditionalDensityEstimator
+from sbi.neural_nets.ratio_estimators import RatioEstimator
 from torch import Tensor
 from torch.utils import data
 
-__all__ = ["ScoreAugmentedNRE", "score_regression"]
+__all__ = ["RatioLikelihood", "ScoreAugmentedNRE", "score_regression"]
 
 
 def score_regression(net: Callable[[Tensor, Tensor], Tensor], theta: Tensor, x: Tensor,
@@ -95,3 +97,37 @@ class ScoreAugmentedNRE(NRE_C):
             return losses
         theta, x, score = (t.to(self._device) for t in (batch[0], batch[1], batch[3]))
         return losses + self.score_weight * score_regression(self._neural_net, theta, x, score)
+
+
+class RatioLikelihood(ConditionalDensityEstimator):
+    """An sbi ratio estimator's log r̂(x, θ) as a likelihood in θ for posterior sampling.
+
+    log p(x|θ) = log r(x, θ) + log p(x), and the second term does not depend on θ, so
+    ``sbi_mflow.nuts_posterior(RatioLikelihood(ratio), prior)`` samples the ratio
+    estimator's posterior π(θ) Π_t r̂(x_t, θ) with the batched NUTS sampler (sbi samples it
+    with ``NRE.build_posterior``). ``log_prob`` is unnormalised in x; ``sample`` and ``loss``
+    are not available.
+
+    Args:
+        ratio: a trained sbi ``RatioEstimator`` (``NRE_*.train()`` returns one).
+    """
+
+    def __init__(self, ratio: RatioEstimator) -> None:
+        if not isinstance(ratio, RatioEstimator):
+            raise TypeError(f"ratio must be an sbi RatioEstimator, got {type(ratio).__name__}.")
+        super().__init__(ratio, input_shape=ratio.condition_shape,
+                         condition_shape=ratio.input_shape)
+
+    def log_prob(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
+        """log r̂(x, θ): x (S, B, d) or (B, d), θ (B, p) → (S, B) or (B,)."""
+        x = input if input.dim() == 3 else input.unsqueeze(0)
+        theta = condition.expand(x.shape[0], *condition.shape)
+        logits = self.net(theta.reshape(-1, theta.shape[-1]), x.reshape(-1, x.shape[-1]))
+        logits = logits.reshape(x.shape[:2])
+        return logits if input.dim() == 3 else logits[0]
+
+    def loss(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
+        raise NotImplementedError("Train the ratio estimator with sbi's NRE.")
+
+    def sample(self, sample_shape: torch.Size, condition: Tensor, **kwargs: Any) -> Tensor:
+        raise NotImplementedError("A ratio estimator cannot generate x.")
