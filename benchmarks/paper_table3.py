@@ -1,0 +1,216 @@
+"""Benchmark: the paper's Table 3 (particle physics) on ``ParticleDecay``, with its ratio
+baselines.
+
+Rows (every model trained on the same simulations, with the simulator's joint scores):
+
+* AF: sbi's NSF likelihood through ``ManifoldNLE``; PIE (original: θ-dependent manifold) and
+  PIE (unconditional manifold); M-flow; Me-flow — each without and with SCANDAL
+  (``train(scandal_weight=α)``);
+* NRE: sbi's NRE-C; ALICES: :class:`sbi_mflow.ScoreAugmentedNRE` (NRE-C plus the joint score's
+  regression, weight α).
+
+Metrics (the paper's three, plus C2ST):
+
+* closure (:func:`sbi_mflow.metrics.closure`): samples x ~ p̂(x|θ_k) against simulations at
+  the same θ_k, on the scale 0 = indistinguishable, 1 = product of the marginals (generative
+  rows only);
+* reconstruction error: mean ‖x − g(g⁻¹(x))‖ on 1000 fresh simulations (manifold rows);
+* log posterior at the true θ (Gaussian KDE of the draws), mean over ``--observations``
+  (10) synthetic observations of ``--trials`` (20) iid events each, θ_k drawn from the
+  prior; and C2ST of the draws against the simulator's reference posterior.
+
+Posteriors: ``sample_batched`` of the library's NUTS posterior over all observations in one
+run (the chart potential for the fixed-manifold rows, the exact likelihood for AF and
+PIE (original), ``RatioLikelihood`` for the ratio rows).
+
+Each (row, seed) writes ``benchmarks/results/table3/<budget>/<row>-seed<seed>.json`` as soon as
+it is done; a rerun resumes. Commands (one torch thread)::
+
+    python -m benchmarks.paper_table3                # 10^5 simulations (hours per row on CPU)
+    python -m benchmarks.paper_table3 --simulations 1000 --rows mflow alices   # a quick look
+    python -m benchmarks.paper_table3 --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import sbi_mflow
+from benchmarks._results import RESULTS, git_commit, machine
+from sbi_mflow.metrics import c2st, closure, log_posterior_at_true_theta, mean_reconstruction_error
+from sbi_mflow.tracking import NullTracker
+from simulators import ParticleDecay
+
+OUT = RESULTS / "table3"
+
+#: row -> (label, model, SCANDAL); model "af" is sbi's NSF, "nre"/"alices" the ratio rows.
+ROWS = {
+    "af": ("AF", "af", False),
+    "af-scandal": ("AF (SCANDAL)", "af", True),
+    "pie-original": ("PIE (original)", "pie-conditional", False),
+    "pie-original-scandal": ("PIE (original, SCANDAL)", "pie-conditional", True),
+    "pie": ("PIE (uncond. manifold)", "pie", False),
+    "pie-scandal": ("PIE (uncond. manifold, SCANDAL)", "pie", True),
+    "mflow": ("M-flow", "mflow", False),
+    "mflow-scandal": ("M-flow (SCANDAL)", "mflow", True),
+    "meflow": ("Me-flow", "meflow", False),
+    "meflow-scandal": ("Me-flow (SCANDAL)", "meflow", True),
+    "nre": ("NRE-C (sbi)", "nre", False),
+    "alices": ("ALICES (NRE-C + joint score)", "nre", True),
+}
+
+
+def observations(simulator: ParticleDecay, num: int, trials: int):
+    """θ_k from the prior and x_k (trials, d), seeded per observation."""
+    thetas, xs = [], []
+    for k in range(num):
+        torch.manual_seed(50_000 + k)
+        theta = simulator.prior.sample((1,))
+        thetas.append(theta[0])
+        xs.append(simulator(theta.expand(trials, -1)))
+    return torch.stack(thetas), torch.stack(xs)
+
+
+def train(row: str, simulator, theta, x, score, args):
+    """The trained estimator of a row and its posterior (a NUTSPosterior)."""
+    _, model, scandal = ROWS[row]
+    alpha = args.scandal_weight if scandal else 0.0
+    torch.manual_seed(args.seed)
+    if model == "nre":
+        inference = sbi_mflow.ScoreAugmentedNRE(simulator.prior, score_weight=alpha,
+                                                show_progress_bars=False)
+        ratio = inference.append_simulations(theta, x, score=score).train(
+            max_num_epochs=args.epochs)
+        return None, sbi_mflow.nuts_posterior(sbi_mflow.RatioLikelihood(ratio),
+                                              simulator.prior)
+    if model == "af":
+        from sbi.neural_nets import likelihood_nn
+
+        build = likelihood_nn("nsf")
+    else:
+        build = sbi_mflow.manifold_likelihood_nn(model, simulator.manifold_dim)
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
+                                      show_progress_bars=False, tracker=NullTracker())
+    estimator = inference.append_simulations(theta, x, score=score).train(
+        scandal_weight=alpha, max_num_epochs=args.epochs)
+    return estimator, inference.build_posterior()
+
+
+def evaluate(row: str, estimator, posterior, simulator, args) -> dict:
+    thetas, xs = observations(simulator, args.observations, args.trials)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        draws = posterior.sample_batched((args.draws,), x=xs)  # (S, B, p)
+    sample_seconds = time.perf_counter() - start
+    result = {"sample_seconds": sample_seconds, "log_posterior": [], "c2st": []}
+    for k in range(args.observations):
+        result["log_posterior"].append(log_posterior_at_true_theta(thetas[k], draws[:, k]))
+        torch.manual_seed(60_000 + k)
+        reference = simulator.reference_posterior(xs[k].double(), args.draws).float()
+        result["c2st"].append(c2st(draws[:, k].float(), reference))
+    if estimator is not None:
+        estimator.eval()
+        torch.manual_seed(70_000)
+        per_theta = args.closure_samples // args.observations
+        with torch.no_grad():
+            generated = estimator.sample((per_theta,), condition=thetas).reshape(
+                -1, simulator.data_dim)
+        simulated = simulator(thetas.repeat_interleave(2 * per_theta, dim=0))
+        result["closure"] = closure(generated, simulated)
+        if ROWS[row][1] != "af":
+            torch.manual_seed(80_000)
+            theta_test = simulator.prior.sample((1000,))
+            x_test = simulator(theta_test)
+            condition = theta_test if ROWS[row][1] == "pie-conditional" else None
+            result["reconstruction_error"] = (
+                statistics.fmean(mean_reconstruction_error(x_test[i:i + 1], estimator,
+                                                           condition=condition[i])
+                                 for i in range(len(x_test)))
+                if condition is not None else mean_reconstruction_error(x_test, estimator))
+    return result
+
+
+def run_one(row: str, seed: int, args) -> dict:
+    simulator = ParticleDecay()
+    torch.manual_seed(seed)
+    theta = simulator.prior.sample((args.simulations,))
+    x, score = simulator.simulate_with_score(theta)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator, posterior = train(row, simulator, theta, x, score, args)
+    train_seconds = time.perf_counter() - start
+    result = evaluate(row, estimator, posterior, simulator, args)
+    return {"row": row, "seed": seed, "train_seconds": train_seconds, **result}
+
+
+def _fmt(values, digits: int = 3) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return f"{statistics.fmean(values):.{digits}f}" if values else "–"
+
+
+def table(folder: Path) -> str:
+    lines = ["| model | seeds | closure | reconstruction error | mean log posterior at true θ "
+             "| mean C2ST | train s | sample s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row, (label, _, _) in ROWS.items():
+        runs = [json.loads(p.read_text()) for p in sorted(folder.glob(f"{row}-seed*.json"))]
+        if not runs:
+            continue
+        lines.append(
+            f"| {label} | {len(runs)} | {_fmt(r.get('closure') for r in runs)} "
+            f"| {_fmt([r.get('reconstruction_error') for r in runs], 4)} "
+            f"| {_fmt([statistics.fmean(r['log_posterior']) for r in runs], 2)} "
+            f"| {_fmt(statistics.fmean(r['c2st']) for r in runs)} "
+            f"| {_fmt((r['train_seconds'] for r in runs), 0)} "
+            f"| {_fmt((r['sample_seconds'] for r in runs), 0)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--simulations", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--scandal-weight", type=float, default=2.0)
+    parser.add_argument("--observations", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--closure-samples", type=int, default=2000)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    folder = args.out / f"n{args.simulations}-e{args.epochs}"
+    if not args.report:
+        for seed in args.seeds:
+            for row in args.rows:
+                path = folder / f"{row}-seed{seed}.json"
+                if path.exists():
+                    continue
+                args.seed = seed
+                result = run_one(row, seed, args)
+                result.update(commit=git_commit(), machine=machine(),
+                              settings={k: str(v) if isinstance(v, Path) else v
+                                        for k, v in vars(args).items()})
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(result, indent=1) + "\n")
+                print(f"{row} seed {seed}: closure {result.get('closure')}, log posterior "
+                      f"{statistics.fmean(result['log_posterior']):.2f}, C2ST "
+                      f"{statistics.fmean(result['c2st']):.3f}, train "
+                      f"{result['train_seconds']:.0f} s", flush=True)
+    print(table(folder))
+
+
+if __name__ == "__main__":
+    main()
