@@ -90,7 +90,7 @@ def train(row: str, simulator, theta, x, score, args):
         ratio = inference.append_simulations(theta, x, score=score).train(
             max_num_epochs=args.epochs)
         return None, sbi_mflow.nuts_posterior(sbi_mflow.RatioLikelihood(ratio),
-                                              simulator.prior)
+                                              simulator.prior, warmup_steps=args.warmup)
     if model == "af":
         from sbi.neural_nets import likelihood_nn
 
@@ -101,7 +101,7 @@ def train(row: str, simulator, theta, x, score, args):
                                       show_progress_bars=False, tracker=NullTracker())
     estimator = inference.append_simulations(theta, x, score=score).train(
         scandal_weight=alpha, max_num_epochs=args.epochs)
-    return estimator, inference.build_posterior()
+    return estimator, inference.build_posterior(warmup_steps=args.warmup)
 
 
 def evaluate(row: str, estimator, posterior, simulator, args) -> dict:
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--closure-samples", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=sbi_mflow.NUTSConfig.warmup_steps,
+                        help="NUTS warm-up per chain (the library's default)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
