@@ -105,9 +105,9 @@ class LiftedTwoMoonsTask:
     def __init__(self) -> None:
         from sbi.utils import BoxUniform
 
-        from benchmarks.lifted_two_moons import Lift, two_moons
+        from benchmarks.tasks import two_moons, two_moons_lift
 
-        self.lift, self._two_moons = Lift(), two_moons
+        self.lift, self._two_moons = two_moons_lift(), two_moons
         self.prior = BoxUniform(-torch.ones(2), torch.ones(2))
 
     def simulate(self, theta: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
@@ -82,42 +81,10 @@ import torch
 
 import sbi_mflow
 from benchmarks._sbibm import load_task_files
+from benchmarks.tasks import two_moons, two_moons_lift
 
 LIFT_DIM = 32
-LIFT_SEED = 20240611  # fixes Q, W, b: the lift is part of the task, not of --seed
 
-
-# ------------------------------------------------------------------------------ task data
-def two_moons(theta: torch.Tensor) -> torch.Tensor:
-    """sbibm 1.1.0's two-moons simulator (same draws in the same order, same float32 maps)."""
-    n = theta.shape[0]
-    a = torch.distributions.Uniform(-math.pi / 2.0, math.pi / 2.0).sample((n, 1))
-    r = torch.distributions.Normal(0.1, 0.01).sample((n, 1))
-    p = torch.cat((torch.cos(a) * r + 0.25, torch.sin(a) * r), dim=1)
-    ang = torch.tensor([-math.pi / 4.0])
-    c, s = torch.cos(ang), torch.sin(ang)
-    z0 = (c * theta[:, 0] - s * theta[:, 1]).reshape(-1, 1)
-    z1 = (s * theta[:, 0] + c * theta[:, 1]).reshape(-1, 1)
-    return p + torch.cat((-torch.abs(z0), z1), dim=1)
-
-
-class Lift:
-    """The fixed smooth injective map φ(x) = Q [x; tanh(W x + b)]: R^2 → R^32."""
-
-    def __init__(self, dim: int = LIFT_DIM, seed: int = LIFT_SEED) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
-        self.Q = q * torch.sign(torch.diagonal(r))  # unique QR: Haar-distributed rotation
-        self.W = torch.randn(dim - 2, 2, generator=generator, dtype=torch.float64)
-        self.b = 0.5 * torch.randn(dim - 2, generator=generator, dtype=torch.float64)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x64 = x.to(torch.float64)
-        features = torch.cat([x64, torch.tanh(x64 @ self.W.T + self.b)], dim=1)
-        return (features @ self.Q.T).to(x.dtype)
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return (y.to(torch.float64) @ self.Q)[:, :2].to(y.dtype)
 
 
 # ------------------------------------------------------------------------------- methods
@@ -293,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter()
     print(f"torch {torch.__version__}, {args.threads} thread(s); {args.simulations} "
           f"simulations, {args.observations} observations, {args.samples} draws each")
-    lift = Lift()
+    lift = two_moons_lift()
     observations, references = [], []
     for k in range(1, args.observations + 1):
         x_o, reference = load_task_files("two_moons", k)

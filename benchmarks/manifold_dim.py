@@ -30,8 +30,7 @@ import torch
 import sbi_mflow
 from benchmarks._results import RESULTS, git_commit, machine, write_result
 from benchmarks._sbibm import Lift
-from benchmarks.lifted_two_moons import Lift as MoonLift  # puts the repository root on sys.path
-from benchmarks.lifted_two_moons import two_moons
+from benchmarks.tasks import two_moons, two_moons_lift
 from simulators import ConditionalSphere, LorenzAttractor, ParticleDecay, PolynomialSurface
 
 NAME = "manifold_dim"
@@ -70,7 +69,7 @@ DATA: dict[str, tuple[int | None, Callable[[], torch.Tensor]]] = {
     "conditional-sphere": (ConditionalSphere().manifold_dim, _simulated(ConditionalSphere())),
     "lorenz": (2, lambda: LorenzAttractor().sample(NUM)),
     "particle-decay": (10, _simulated(ParticleDecay())),
-    "lifted-two-moons-32": (2, lambda: MoonLift()(two_moons(torch.rand(NUM, 2) * 2 - 1))),
+    "lifted-two-moons-32": (2, lambda: two_moons_lift()(two_moons(torch.rand(NUM, 2) * 2 - 1))),
     "lifted-gaussian-linear-64": (10, lambda: Lift(10, 64, 20261128, scale=0.45)(
         _gaussian_linear().double()).float()),
     "gaussian-linear-10": (None, _gaussian_linear),
