@@ -65,7 +65,7 @@ def sbi_nle(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
         return _loop(lambda n, x_o: posterior.sample((n,), x=x_o,
                                                      show_progress_bars=False))(num, xs)
 
-    return Fitted(sample, seconds, {"epochs": inference._summary["epochs_trained"][-1]})
+    return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
 
 
 def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
@@ -87,7 +87,7 @@ def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
         return _loop(lambda n, x_o: mcmc.sample((n,), x=x_o, show_progress_bars=False))(
             num, xs)
 
-    return Fitted(sample, seconds, {"epochs": inference._summary["epochs_trained"][-1]})
+    return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
 
 
 def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
@@ -108,7 +108,7 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
             return posterior.sample((num,), x=x_o, show_progress_bars=False)
 
     return Fitted(_loop(sample_one), seconds,
-                  {"epochs": inference._summary["epochs_trained"][-1]})
+                  {"epochs": inference.summary["epochs_trained"][-1]})
 
 
 def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:

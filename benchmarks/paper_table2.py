@@ -122,7 +122,7 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
             max_num_epochs=args.epochs, training_batch_size=100, learning_rate=1e-3,
             stop_after_epochs=args.epochs,
         )
-        seconds = inference._summary.get("epoch_durations_sec", [])
+        seconds = inference.summary.get("epoch_durations_sec", [])
         return estimator, [{"phase": "af", "seconds": float(t)} for t in seconds]
     chart = CHARTS[model]() if model in CHARTS else None
     build = sbi_mflow.manifold_likelihood_nn(
