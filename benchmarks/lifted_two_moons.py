@@ -172,7 +172,7 @@ def run_sbi_nsf(args, prior, theta, x, observations, label: str) -> dict:
         train_options["max_num_epochs"] = args.sbi_epochs
     inference.append_simulations(theta, x).train(**train_options)
     train_time = time.perf_counter() - start
-    epochs = inference._summary["epochs_trained"][-1]
+    epochs = inference.summary["epochs_trained"][-1]
     print(f"{label} trained in {train_time:.1f} s ({epochs} epochs)", flush=True)
     parameters = MCMCPosteriorParameters(
         method="slice_np_vectorized", num_chains=args.sbi_chains,
