@@ -10,6 +10,8 @@ is known (for FOM, the flow on the prescribed manifold).
   T = 1: sbibm's observations and reference draws. T = 20 (gaussian_linear only): θ_k drawn
   from the prior with seed k, and the closed-form posterior
   N(Σᵢ xᵢ / (T + 1), 0.1 / (T + 1) · I) of prior N(0, 0.1 I) and likelihood N(θ, 0.1 I).
+* ``lifted_slcp`` (R^8 → R^48, scale 3): sbibm's SLCP (4 iid 2-D Gaussian draws whose mean,
+  scales and correlation θ sets), T = 1 with sbibm's observations and references.
 * ``polynomial_surface`` (the paper's Table 2 simulator, R^3, n = 2), T = 20: θ_k drawn from
   the prior with seed k; the simulator's grid reference posterior.
 * ``particle_decay`` (R^40, n = 10), T = 1 and 20: θ_k from the prior with seed k; the
@@ -125,6 +127,36 @@ def lifted_gaussian_linear() -> Task:
                 chart=lift.manifold_chart)
 
 
+def slcp(theta: Tensor) -> Tensor:
+    """sbibm 1.1.0's SLCP simulator: 4 iid draws of N(m, S) with m = θ_{0,1}, standard
+    deviations θ_2², θ_3², correlation tanh θ_4, flattened to (N, 8) in sbibm's order."""
+    s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, torch.tanh(theta[:, 4])
+    cov = torch.empty(theta.shape[0], 2, 2, dtype=theta.dtype)
+    cov[:, 0, 0] = s1**2 + 1e-6
+    cov[:, 0, 1] = cov[:, 1, 0] = rho * s1 * s2
+    cov[:, 1, 1] = s2**2 + 1e-6
+    normal = torch.distributions.MultivariateNormal(theta[:, :2].unsqueeze(1), cov.unsqueeze(1))
+    return normal.expand((theta.shape[0], 4)).sample().reshape(theta.shape[0], 8)
+
+
+def lifted_slcp() -> Task:
+    from sbi.utils import BoxUniform
+
+    from benchmarks._sbibm import Lift, load_task_files
+
+    lift = Lift(8, 48, seed=20261204, centre=0.0, scale=3.0)
+    prior = BoxUniform(-3 * torch.ones(5), 3 * torch.ones(5))
+
+    def observe(k: int, trials: int) -> Tensor:
+        return lift(load_task_files("slcp", k)[0])
+
+    def reference(k: int, trials: int, num: int) -> Tensor:
+        return _subsample(load_task_files("slcp", k)[1], num, k)
+
+    return Task("lifted_slcp", prior, lambda theta: lift(slcp(theta)), 8, (1,), observe,
+                reference, chart=lift.manifold_chart)
+
+
 def polynomial_surface() -> Task:
     from simulators import PolynomialSurface
 
@@ -163,6 +195,7 @@ def particle_decay() -> Task:
 TASKS: dict[str, Callable[[], Task]] = {
     "lifted_two_moons": lifted_two_moons,
     "lifted_gaussian_linear": lifted_gaussian_linear,
+    "lifted_slcp": lifted_slcp,
     "polynomial_surface": polynomial_surface,
     "particle_decay": particle_decay,
 }
