@@ -95,8 +95,22 @@ def batched_nuts_section() -> str:
         + "\n".join(rows) + "\n")
 
 
+def table3_section() -> str:
+    from benchmarks.paper_table3 import OUT as TABLE3_OUT
+    from benchmarks.paper_table3 import table as table3
+
+    folders = sorted(p for p in TABLE3_OUT.glob("n*-e*") if any(p.glob("*.json")))
+    if not folders:
+        return ""
+    return (
+        "## The paper's Table 3 on ParticleDecay (`python -m benchmarks.paper_table3`)\n\n"
+        + "\n\n".join(f"{folder.name} (simulations, epochs):\n\n{table3(folder)}"
+                       for folder in folders) + "\n")
+
+
 def document() -> str:
-    sections = [versus_sbi_section(), calibration_section(), batched_nuts_section()]
+    sections = [versus_sbi_section(), calibration_section(), batched_nuts_section(),
+                table3_section()]
     return HEADER + "".join("\n" + s for s in sections if s)
 
 
