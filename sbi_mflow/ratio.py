@@ -88,7 +88,9 @@ class ScoreAugmentedNRE(NRE_C):
         theta, x, prior_masks = train_loader.dataset.tensors
         dataset = data.TensorDataset(theta, x, prior_masks, torch.cat(kept).to(theta.device))
         return tuple(data.DataLoader(dataset, batch_size=loader.batch_size,
-                                     drop_last=loader.drop_last, sampler=loader.sampler)
+                                     drop_last=loader.drop_last, sampler=loader.sampler,
+                                     num_workers=loader.num_workers,
+                                     pin_memory=loader.pin_memory)
                      for loader in (train_loader, val_loader))
 
     def _get_losses(self, batch, loss_args):
