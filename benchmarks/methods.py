@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -41,73 +42,55 @@ class Fitted:
     info: dict
 
 
-def _loop(posterior_sample: Callable[[int, Tensor], Tensor]):
+def _train_sbi(inference, theta: Tensor, x: Tensor, seed: int):
+    """Train an sbi trainer (seeded, quietly): the estimator and the seconds it took."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator = inference.append_simulations(theta, x).train()
+    return estimator, time.perf_counter() - start
+
+
+def _sampler(one_trial, many_trials) -> Callable[[int, Tensor], Tensor]:
+    """xs (B, T, D) → (num, B, p): ``one_trial`` batched over B when T = 1, else
+    ``many_trials`` per observation."""
     def sample(num: int, xs: Tensor) -> Tensor:
-        return torch.stack([posterior_sample(num, x) for x in xs], dim=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if xs.shape[1] == 1 and one_trial is not None:
+                return one_trial.sample_batched((num,), x=xs[:, 0], show_progress_bars=False)
+            return torch.stack([many_trials.sample((num,), x=x_o, show_progress_bars=False)
+                                for x_o in xs], dim=1)
     return sample
 
 
 def sbi_nle(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NLE
 
-    torch.manual_seed(seed)
     inference = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        inference.append_simulations(theta, x).train()
-    seconds = time.perf_counter() - start
+    _, seconds = _train_sbi(inference, theta, x, seed)
     posterior = inference.build_posterior()
-
-    def sample(num: int, xs: Tensor) -> Tensor:
-        if xs.shape[1] == 1:  # one trial each: sbi's batched sampler
-            return posterior.sample_batched((num,), x=xs[:, 0], show_progress_bars=False)
-        return _loop(lambda n, x_o: posterior.sample((n,), x=x_o,
-                                                     show_progress_bars=False))(num, xs)
-
-    return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
+    return Fitted(_sampler(posterior, posterior), seconds,
+                  {"epochs": inference.summary["epochs_trained"][-1]})
 
 
 def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NPE
 
-    torch.manual_seed(seed)
     inference = NPE(task.prior, density_estimator="nsf", show_progress_bars=False)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        estimator = inference.append_simulations(theta, x).train()
-    seconds = time.perf_counter() - start
-    direct = inference.build_posterior(estimator)
-    mcmc = inference.build_posterior(estimator, sample_with="mcmc")
-
-    def sample(num: int, xs: Tensor) -> Tensor:
-        if xs.shape[1] == 1:
-            return direct.sample_batched((num,), x=xs[:, 0], show_progress_bars=False)
-        return _loop(lambda n, x_o: mcmc.sample((n,), x=x_o, show_progress_bars=False))(
-            num, xs)
-
-    return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
+    estimator, seconds = _train_sbi(inference, theta, x, seed)
+    return Fitted(_sampler(inference.build_posterior(estimator),
+                           inference.build_posterior(estimator, sample_with="mcmc")),
+                  seconds, {"epochs": inference.summary["epochs_trained"][-1]})
 
 
 def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NPSE
 
-    torch.manual_seed(seed)
     inference = NPSE(task.prior, show_progress_bars=False)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        inference.append_simulations(theta, x).train()
-    seconds = time.perf_counter() - start
-    posterior = inference.build_posterior()
-
-    def sample_one(num: int, x_o: Tensor) -> Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return posterior.sample((num,), x=x_o, show_progress_bars=False)
-
-    return Fitted(_loop(sample_one), seconds,
+    _, seconds = _train_sbi(inference, theta, x, seed)
+    return Fitted(_sampler(None, inference.build_posterior()), seconds,
                   {"epochs": inference.summary["epochs_trained"][-1]})
 
 
@@ -135,18 +118,11 @@ def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
 
 
-def _named(model: str):
-    def fit(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
-        return _manifold(model, task, theta, x, seed)
-    fit.__name__ = model
-    return fit
-
-
 METHODS: dict[str, Callable[..., Fitted]] = {
     "sbi_nle": sbi_nle,
     "sbi_npe": sbi_npe,
     "sbi_npse": sbi_npse,
-    "fom": _named("fom"),
-    "mflow": _named("mflow"),
-    "meflow": _named("meflow"),
+    "fom": partial(_manifold, "fom"),
+    "mflow": partial(_manifold, "mflow"),
+    "meflow": partial(_manifold, "meflow"),
 }
