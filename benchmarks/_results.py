@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["RESULTS", "git_commit", "machine", "write_result"]
+__all__ = ["RESULTS", "describe_machine", "git_commit", "load_result", "machine",
+           "markdown_table", "write_result"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,3 +61,31 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+def load_result(name: str) -> dict[str, Any] | None:
+    """``benchmarks/results/<name>.json`` as a dict, or None when that run is not committed."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def describe_machine(record: dict[str, Any]) -> str:
+    """One line for a result's machine: the GPU if one ran it, else the CPU model, cores and
+    torch threads (reads the key names of every writer this folder has had)."""
+    info = record.get("machine") or record.get("settings", {}).get("machine", {})
+    if info.get("gpu"):
+        return str(info["gpu"])
+    if not info:
+        return "machine not recorded"
+    cpu = info.get("cpu_model") or info.get("cpu") or info.get("processor") or "CPU"
+    cores = info.get("cpu_count") or info.get("cores")
+    threads = info.get("torch_threads") or info.get("threads")
+    return ", ".join([cpu] + ([f"{cores} cores"] if cores else [])
+                     + ([f"{threads} torch thread(s)"] if threads else []))
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; cells are written with ``str``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

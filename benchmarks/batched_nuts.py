@@ -31,8 +31,16 @@ import warnings
 import torch
 
 import sbi_mflow
-from benchmarks._results import machine, write_result
+from benchmarks._results import (
+    describe_machine,
+    load_result,
+    machine,
+    markdown_table,
+    write_result,
+)
 from benchmarks.calibration import PolynomialSurfaceTask
+
+__all__ = ["main", "measure", "section"]
 
 
 def measure(posterior, xs: torch.Tensor, draws: int, seed: int) -> dict:
@@ -57,6 +65,47 @@ def measure(posterior, xs: torch.Tensor, draws: int, seed: int) -> dict:
         "ess_per_second_per_observation": median_ess * len(xs) / seconds,
         "max_rhat": max(s.max_rhat for s in posterior.convergence),
     }
+
+
+def section() -> str:
+    """The "One NUTS state for B observations" section of docs/benchmarks.md from
+    ``benchmarks/results/batched_nuts.json`` ("" when it is not committed)."""
+    record = load_result("batched_nuts")
+    if record is None or not record.get("rows"):
+        return ""
+    settings, sampler, rows = record.get("settings", {}), record.get("sampler", {}), record["rows"]
+    table = markdown_table(
+        ["observations B", "chains B·C", "step size", "leapfrog steps / transition",
+         "s per observation", "bulk ESS/s per observation", "R̂ max"],
+        [[row["observations"], row["chains"], f"{row['step_size']:.3f}",
+          f"{row['leapfrog_steps_per_transition']:.1f}",
+          f"{row['seconds_per_observation']:.2f}",
+          f"{row['ess_per_second_per_observation']:.0f}", f"{row['max_rhat']:.3f}"]
+         for row in rows])
+    table = table.replace("|---|---|---|---|---|---|---|", "|---:|---:|---:|---:|---:|---:|---:|")
+    first, fastest = rows[0], min(rows, key=lambda row: row["seconds_per_observation"])
+    chains = sampler.get("batch_num_chains", first["chains"] // first["observations"])
+    warmup = f", {sampler['warmup_steps']} warm-up steps" if "warmup_steps" in sampler else ""
+    return (
+        "## One NUTS state for B observations (`python -m benchmarks.batched_nuts`)\n\n"
+        f"`posterior.sample_batched(({settings.get('draws', '?')},), x=xs[:B])` on the demo's "
+        f"M-flow (`sbi-mflow demo`, {settings.get('simulations', '?')} simulations, seed "
+        f"{settings.get('seed', '?')}) for B observations simulated at prior draws, with the "
+        f"sampler's defaults ({chains} chains per observation{warmup}). The C chains of all "
+        "B observations form one Pyro NUTS state: each observation keeps its own chains, "
+        "mass matrix and diagnostics, but the step size and the trajectory are shared. For a "
+        "product of N independent targets the step size that holds the acceptance rate "
+        "shrinks like N^(-1/4) and the trajectories lengthen like N^(1/4), while each leapfrog "
+        "step is one batched pass over all N = B·C chains. Step size: median adapted; "
+        "leapfrog steps: mean per transition; bulk ESS/s per observation: median over the "
+        "observations of the smallest bulk ESS, times B, over the wall time; R̂: largest "
+        "over the observations.\n\n"
+        + table + "\n\n"
+        f"Least-squares fit: leapfrog steps ∝ (B·C)^{record['steps_slope_vs_chains']:.2f}. "
+        f"Time per observation at B = {fastest['observations']}: "
+        f"{first['seconds_per_observation'] / fastest['seconds_per_observation']:.1f}× less "
+        f"than at B = {first['observations']}.\n\n"
+        f"Machine: {describe_machine(record)}.\n")
 
 
 def main(argv: list[str] | None = None) -> None:

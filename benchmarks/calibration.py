@@ -4,8 +4,8 @@ For a task, on one set of simulations:
 
 1. an M-flow, with the library's posterior (``ManifoldNLE.build_posterior()``, defaults):
    on PolynomialSurface the one ``sbi-mflow demo`` trains (10⁴ simulations, the demo's
-   architecture and M/D schedule), on lifted two moons (R^32) the one
-   ``benchmarks/lifted_two_moons.py`` trains; each trained once and cached;
+   architecture and M/D schedule), on lifted two moons (R^32, :mod:`benchmarks.tasks`) a
+   sequential M/D M-flow (40 epochs, 30 density epochs); each trained once and cached;
 2. sbi's NLE with its NSF (``likelihood_nn("nsf")``) on the same simulations, with sbi's
    ``MCMCPosterior`` (``slice_np_vectorized``, batched; sbi's default chains and warm-up,
    ``thin=1``).
@@ -47,10 +47,27 @@ from pathlib import Path
 import torch
 
 import sbi_mflow
-from benchmarks._results import RESULTS, git_commit, machine, write_result
+from benchmarks._results import (
+    RESULTS,
+    describe_machine,
+    git_commit,
+    load_result,
+    machine,
+    markdown_table,
+    write_result,
+)
 from simulators import PolynomialSurface
 
+__all__ = ["LiftedTwoMoonsTask", "PolynomialSurfaceTask", "ReplayedDraws", "TASKS", "main",
+           "section"]
+
 OUT = RESULTS / "calibration"
+#: Read as calibrated: every KS p-value of the SBC ranks at least KS_P_MIN, every rank C2ST
+#: at most RANK_C2ST_MAX (0.5: uniform ranks) and |TARP ATC| at most ATC_MAX.
+KS_P_MIN, RANK_C2ST_MAX, ATC_MAX = 0.05, 0.6, 0.05
+#: Method names in the section's tables.
+METHODS = {"mflow": "M-flow, NUTS (`sample_batched`)",
+           "sbi_nle_nsf": "sbi NLE-NSF, `slice_np_vectorized` (batched)"}
 CACHE = Path.home() / ".cache" / "sbi-mflow" / "calibration"
 
 
@@ -97,8 +114,8 @@ class PolynomialSurfaceTask:
 
 
 class LiftedTwoMoonsTask:
-    """sbibm's two moons lifted into R^32 (``benchmarks/lifted_two_moons.py``), and the
-    M-flow that benchmark trains (sequential M/D, 40 epochs, 30 density epochs; cached)."""
+    """sbibm's two moons lifted into R^32 (:func:`benchmarks.tasks.lifted_two_moons`), and an
+    M-flow trained on it (sequential M/D, 40 epochs, 30 density epochs; cached)."""
 
     name = "lifted_two_moons"
 
@@ -253,6 +270,98 @@ def _name(task, method: str, args) -> str:
 
 def _device(args) -> str:
     return "cuda" if args.sampling_device.startswith("cuda") else "cpu"
+
+
+def _method(record: dict) -> str:
+    """A method's name in the tables, with the sampling device where it is not the default."""
+    device = record.get("settings", {}).get("sampling_device", "auto")
+    name = METHODS.get(record["method"], record["method"])
+    return name if device == "auto" else f"{name} on {device}"
+
+
+def _calibrated(record: dict) -> str:
+    passed = (min(record["ks_pvals"]) >= KS_P_MIN and max(record["c2st_ranks"]) <= RANK_C2ST_MAX
+              and abs(record["tarp_atc"]) <= ATC_MAX)
+    return "yes" if passed else "no"
+
+
+def _task_section(task: str, records: list[dict]) -> str:
+    """Tables and figures of one task: every method's checks, our sampler's diagnostics, the
+    speed-up against sbi's slice sampler."""
+    records.sort(key=lambda r: list(METHODS).index(r["method"]) if r["method"] in METHODS
+                 else len(METHODS))
+    settings = records[0].get("settings", {})
+    checks = markdown_table(
+        ["method", "min KS p (SBC ranks)", "max rank C2ST", "data-averaged C2ST",
+         "TARP ATC", "TARP KS p", "calibrated", "`run_sbc` wall s", "s per observation"],
+        [[_method(r), f"{min(r['ks_pvals']):.2f}",
+          f"{max(r['c2st_ranks']):.3f}", f"{max(r['c2st_dap']):.3f}",
+          f"{r['tarp_atc']:.3f}", f"{r['tarp_ks_pval']:.2f}", _calibrated(r),
+          f"{r['sbc_seconds']:.0f}", f"{r['seconds_per_observation']:.2f}"] for r in records])
+    text = (f"### {task} ({settings.get('observations', '?')} observations × "
+            f"{settings.get('draws', '?')} draws, {settings.get('simulations', '?')} "
+            f"simulations, seed {settings.get('seed', '?')})\n\n" + checks + "\n")
+    for ours in (r for r in records if r["method"] == "mflow" and "max_rhat" in r):
+        sampler = ours.get("sampler", {})
+        text += (
+            f"\n{_method(ours)}: {sampler.get('batch_num_chains', '?')} chains per observation, "
+            f"{sampler.get('warmup_steps', '?')} warm-up steps, all chains of all "
+            f"observations in one NUTS state; `posterior.sample` looped over the first "
+            f"{settings.get('loop_observations', '?')} observations in the same run for "
+            "comparison.\n\n"
+            + markdown_table(
+                ["R̂ max", "observations with R̂ > 1.01", "bulk ESS median / min",
+                 "divergences", "leapfrog steps / transition", "batched s per observation",
+                 "looped s per observation", "bulk ESS/s batched / looped"],
+                [[f"{ours['max_rhat']:.3f}",
+                  f"{ours['observations_rhat_above_1.01']} of "
+                  f"{settings.get('observations', '?')}",
+                  f"{ours['median_ess_bulk']:.0f} / {ours['min_ess_bulk']:.0f}",
+                  ours.get("divergences", "–"), f"{ours['leapfrog_steps_per_transition']:.0f}",
+                  f"{ours['seconds_per_observation']:.2f}",
+                  f"{ours['loop_seconds_per_observation']:.1f}",
+                  f"{ours['ess_per_second_per_observation']:.0f} / "
+                  f"{ours['loop_ess_per_second']:.0f}"]])
+            + f"\n\nThe batched path is {ours['loop_speedup_per_observation']:.0f}× faster per "
+            "observation than the loop.\n")
+    combined = load_result(f"calibration/{task}")
+    if combined and "speedup_vs_sbi_slice" in combined:
+        text += (f"\nPer observation, our batched sampler is "
+                 f"**{combined['speedup_vs_sbi_slice']:.1f}×** as fast as sbi's batched slice "
+                 "sampler.\n")
+    figures = [f"![{kind}: {r['name']}](../benchmarks/results/calibration/{figure})"
+               for r in records for kind, suffix in (("SBC ranks", "sbc"), ("TARP", "tarp"))
+               if (OUT / (figure := f"{r['name']}_{suffix}.png")).exists()]
+    if figures:
+        text += "\n" + "\n".join(figures) + "\n"
+    machines = sorted({describe_machine(r) for r in records})
+    return text + f"\nMachine: {'; '.join(machines)}.\n"
+
+
+def section() -> str:
+    """The "Calibration with sbi's diagnostics" section of docs/benchmarks.md from the
+    per-method JSON under ``benchmarks/results/calibration/`` ("" when none is committed)."""
+    by_task: dict[str, list[dict]] = {}
+    for path in sorted(OUT.glob("*_*.json")):
+        record = json.loads(path.read_text())
+        if "ks_pvals" in record:
+            by_task.setdefault(record["task"], []).append({**record, "name": path.stem})
+    if not by_task:
+        return ""
+    return (
+        "## Calibration with sbi's diagnostics (`python -m benchmarks.calibration --task "
+        "TASK`)\n\n"
+        "sbi's `run_sbc` (its defaults: batched sampling) and `run_tarp` on the same posterior "
+        "draws, for (θ, x) pairs drawn from the prior and the simulator (one trial each). "
+        "Ours: the M-flow (on PolynomialSurface the one `sbi-mflow demo` trains) with "
+        "`build_posterior()`'s defaults; sbi's: NLE with its NSF trained on the same "
+        "simulations, and sbi's `slice_np_vectorized` MCMC, batched. Calibrated ranks give KS "
+        "p-values that are not small and a rank C2ST near 0.5; the data-averaged C2ST "
+        "compares the average posterior with the prior (0.5: indistinguishable); a "
+        "calibrated posterior has TARP ATC near 0. \"calibrated\" reads: KS p ≥ "
+        f"{KS_P_MIN:g}, rank C2ST ≤ {RANK_C2ST_MAX:g} and |ATC| ≤ {ATC_MAX:g}. Wall times are "
+        "of the whole `run_sbc` call.\n\n"
+        + "\n".join(_task_section(task, records) for task, records in by_task.items()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,12 @@ it lands, and a rerun skips those already there (``--fresh`` starts over)::
 
     python -m benchmarks.manifold_dim                 # all, 2 torch threads
     python -m benchmarks.manifold_dim --data poly moons32
-    python -m benchmarks.manifold_dim --report        # the table in docs/results.md
-    python -m benchmarks.manifold_dim --compare-fast [--report]   # MLE, TwoNN, MOM alone
+    python -m benchmarks.manifold_dim --report        # section() of docs/benchmarks.md
+    python -m benchmarks.manifold_dim --compare-fast  # MLE, TwoNN, MOM alone
+
+``--compare-fast`` writes ``manifold_dim_fast.json``: each fast intrinsic-dimension estimator
+of scikit-dimension alone on the same rows (a different measurement, not other settings of
+the first); :func:`section` renders both files.
 """
 
 from __future__ import annotations
@@ -24,14 +28,25 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 import sbi_mflow
-from benchmarks._results import RESULTS, git_commit, machine, write_result
+from benchmarks._results import (
+    RESULTS,
+    describe_machine,
+    git_commit,
+    load_result,
+    machine,
+    markdown_table,
+    write_result,
+)
 from benchmarks._sbibm import Lift
 from benchmarks.tasks import two_moons, two_moons_lift
 from simulators import ConditionalSphere, LorenzAttractor, ParticleDecay, PolynomialSurface
+
+__all__ = ["DATA", "FAST_ESTIMATORS", "compare_fast", "main", "section"]
 
 NAME = "manifold_dim"
 NUM = 10_000
@@ -88,21 +103,37 @@ def _data(name: str, noise: float) -> torch.Tensor:
     return x.float()
 
 
-def report(runs: dict[str, dict]) -> str:
-    lines = ["| data | d | true n | noise | fast estimate (s) | chosen n | held-out error per n | "
-             "total s |", "|---|---|---|---|---|---|---|---|"]
-    for run in runs.values():
+def _true(run: dict[str, Any]) -> str:
+    return str(run["true_manifold_dim"]) if run["true_manifold_dim"] is not None else "none"
+
+
+def _ordered(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs in the order of :data:`DATA`, then by noise (unknown data sets last)."""
+    order = {name: i for i, name in enumerate(DATA)}
+    return sorted(runs.values(), key=lambda r: (order.get(r["data"], len(order)), r["noise"]))
+
+
+def table(runs: dict[str, dict[str, Any]]) -> str:
+    """One row per (data set, noise): the fast estimate, the chosen n, the held-out error of
+    the chart per candidate n, and the chart's error relative to the linear chart's at the
+    first candidate."""
+    rows = []
+    for run in _ordered(runs):
         result = run["result"]
         errors = " ".join(f"{s['manifold_dim']}: {s['reconstruction']:.2g}"
                           for s in result["scores"])
+        first = result["scores"][0] if result["scores"] else None
+        ratio = (f"{first['reconstruction'] / first['linear']:.0%}"
+                 if first and first.get("linear") else "–")
         chosen = result["manifold_dim"] if result["manifold_dim"] is not None else "none"
         ok = ("" if result.get("confirmed", True) or result["manifold_dim"] is None
               else " (unconfirmed)") + ("" if run["correct"] else " ✗")
-        true = run["true_manifold_dim"] if run["true_manifold_dim"] is not None else "none"
-        lines.append(f"| {run['data']} | {result['data_dim']} | {true} | {run['noise']:g} | "
-                     f"{result['fast_estimate']:.2f} ({result['fast_seconds']:.1f}) | "
-                     f"{chosen}{ok} | {errors} | {result['seconds']:.0f} |")
-    return "\n".join(lines)
+        rows.append([run["data"], result["data_dim"], _true(run), f"{run['noise']:g}",
+                     f"{result['fast_estimate']:.2f} ({result['fast_seconds']:.1f})",
+                     f"{chosen}{ok}", errors, ratio, f"{result['seconds']:.0f}"])
+    return markdown_table(["data", "d", "true n", "noise", "fast estimate (s)", "chosen n",
+                           "held-out error per n", "chart ÷ linear (first n)", "total s"],
+                          rows)
 
 
 #: Intrinsic-dimension estimators of scikit-dimension compared as the fast estimate.
@@ -136,20 +167,73 @@ def compare_fast(names: list[str], noises: list[float]) -> dict[str, dict]:
     return out
 
 
-def report_fast(runs: dict[str, dict]) -> str:
+def fast_table(runs: dict[str, dict[str, Any]]) -> str:
+    """One row per (data set, noise), one column per estimator: estimate (seconds)."""
     labels = list(dict.fromkeys(run["estimator"] for run in runs.values()))
-    lines = ["| data | true n | noise | " + " | ".join(f"{x} (s)" for x in labels) + " |",
-             "|---|---|---|" + "---|" * len(labels)]
-    rows: dict[tuple, dict] = {}
-    for run in runs.values():
-        rows.setdefault((run["data"], run["noise"], run["true_manifold_dim"]), {})[
-            run["estimator"]] = run
-    for (data, noise, true), found in rows.items():
-        cells = " | ".join(f"{found[x]['estimate']:.2f} ({found[x]['seconds']:.1f})"
-                           for x in labels)
-        lines.append(f"| {data} | {true if true is not None else 'none'} | {noise:g} | "
-                     f"{cells} |")
-    return "\n".join(lines)
+    found: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for run in _ordered(runs):
+        found.setdefault((run["data"], run["noise"], _true(run)), {})[run["estimator"]] = run
+    rows = [[data, true, f"{noise:g}"]
+            + [f"{cells[x]['estimate']:.2f} ({cells[x]['seconds']:.1f})" if x in cells else "–"
+               for x in labels]
+            for (data, noise, true), cells in found.items()]
+    return markdown_table(["data", "true n", "noise", *(f"{x} (s)" for x in labels)], rows)
+
+
+def _span(values: list[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}–{high:{fmt}}"
+
+
+def section() -> str:
+    """``estimate_manifold_dim`` at its defaults on each data set (``manifold_dim.json``), and
+    the fast estimators alone (``manifold_dim_fast.json``)."""
+    record, fast = load_result(NAME), load_result(f"{NAME}_fast")
+    if record is None and fast is None:
+        return ""
+    parts = ["## The manifold's dimension (`python -m benchmarks.manifold_dim`)"]
+    if record is not None:
+        runs = record["runs"]
+        sizes = sorted({run["num_simulations"] for run in runs.values()})
+        noises = sorted({run["noise"] for run in runs.values() if run["noise"]})
+        correct = sum(run["correct"] for run in runs.values())
+        found = [r for r in runs.values() if r["result"]["manifold_dim"] is not None]
+        unconfirmed = sum(not r["result"].get("confirmed", True) for r in found)
+        floors = sorted({r["result"]["max_unexplained"] for r in runs.values()
+                         if "max_unexplained" in r["result"]})
+        parts.append(
+            f"`sbi_mflow.estimate_manifold_dim(x)` at its defaults (`DimensionSearchConfig`) "
+            f"on {' and '.join(f'{n:,}' for n in sizes)} simulations of each data set, as "
+            f"simulated and with Gaussian noise of "
+            f"{' and '.join(f'{v:g}' for v in noises)} × each coordinate's standard deviation "
+            "added (\"noise\"). d is the dimension of the data's linear span after constant "
+            "coordinates are dropped; \"fast estimate\" is the intrinsic-dimension estimate "
+            "that sets the candidate n (its seconds in brackets); \"held-out error per n\" is "
+            "the mean squared error per standardised coordinate of the M-flow chart trained "
+            "for that n in a short manifold phase, and \"chart ÷ linear\" the first candidate's "
+            "error relative to the best linear chart's of the same n. \"Unconfirmed\" means "
+            "the chart beat the linear one but no candidate reached the noise floor (held-out "
+            f"error {' or '.join(f'{v:g}' for v in floors)}); ✗ marks a wrong n.\n\n"
+            f"The true n (or \"no manifold\" where there is none) was chosen in {correct} of "
+            f"{len(runs)} runs; {unconfirmed} of the {len(found)} that chose a manifold are "
+            "unconfirmed.\n\n" + table(runs) + f"\n\nMachine: {describe_machine(record)}.")
+    if fast is not None:
+        runs = fast["runs"]
+        labels = list(dict.fromkeys(run["estimator"] for run in runs.values()))
+        worst = {x: max(abs(r["estimate"] - r["true_manifold_dim"]) for r in runs.values()
+                        if r["estimator"] == x and r["true_manifold_dim"] is not None)
+                 for x in labels}
+        seconds = {x: [r["seconds"] for r in runs.values() if r["estimator"] == x]
+                   for x in labels}
+        parts.append(
+            "### The fast estimate (`python -m benchmarks.manifold_dim --compare-fast`)\n\n"
+            "scikit-dimension's estimators alone on the rows `estimate_manifold_dim` uses "
+            "(distinct, standardised, constant coordinates dropped): estimate (seconds). "
+            "Largest |estimate − true n| on the data sets with a manifold: "
+            + "; ".join(f"{x} {worst[x]:.2f}" for x in labels) + ". Seconds per data set: "
+            + "; ".join(f"{x} {_span(seconds[x], '.1f')}" for x in labels) + ".\n\n"
+            + fast_table(runs) + f"\n\nMachine: {describe_machine(fast)}.")
+    return "\n\n".join(parts) + "\n"
 
 
 def main() -> None:
@@ -158,24 +242,21 @@ def main() -> None:
     parser.add_argument("--noise", nargs="+", type=float, default=[0.0, NOISE])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fresh", action="store_true")
-    parser.add_argument("--report", action="store_true", help="Markdown from the JSON file")
+    parser.add_argument("--report", action="store_true",
+                        help="print section() from the JSON files")
     parser.add_argument("--compare-fast", action="store_true",
                         help="only the fast estimators, into manifold_dim_fast.json")
     args = parser.parse_args()
+    if args.report:
+        print(section(), end="")
+        return
     if args.compare_fast:
-        fast_path = RESULTS / f"{NAME}_fast.json"
-        if args.report:
-            print(report_fast(json.loads(fast_path.read_text())["runs"]))
-            return
         torch.set_num_threads(args.threads)
         write_result(f"{NAME}_fast", {"machine": machine(), "note": "fast estimators",
                                       "runs": compare_fast(args.data, args.noise)})
         return
     path = RESULTS / f"{NAME}.json"
     runs = {} if args.fresh or not path.exists() else json.loads(path.read_text())["runs"]
-    if args.report:
-        print(report(runs))
-        return
     torch.set_num_threads(args.threads)
     for name in args.data:
         for noise in args.noise:

@@ -12,13 +12,14 @@ Each finished (model, setting, repeat) is written to
 there (``--fresh`` starts over). Run (one torch thread, as the demo)::
 
     python -m benchmarks.nuts_convergence --seeds 0 1 2 --repeats 2
-    python -m benchmarks.nuts_convergence --report      # the table in docs/results.md
+    python -m benchmarks.nuts_convergence --report      # its section of docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +32,15 @@ import numpy as np
 import torch
 
 import sbi_mflow
-from benchmarks._results import RESULTS, git_commit, machine, write_result
+from benchmarks._results import (
+    RESULTS,
+    describe_machine,
+    git_commit,
+    load_result,
+    machine,
+    markdown_table,
+    write_result,
+)
 from sbi_mflow import metrics
 from simulators import PolynomialSurface
 
@@ -43,6 +52,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "previous-default": {"num_chains": 20, "thin": 1, "pooled_mass_matrix": False},
 }
 NAME = "nuts_convergence"
+#: R̂ below this counts as converged in the section's summary.
+RHAT_CONVERGED = 1.01
+
+__all__ = ["SETTINGS", "main", "report", "section"]
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
@@ -100,8 +113,9 @@ def report(runs: list[dict[str, Any]]) -> str:
             return " / ".join(f"{r[name]:.{digits}f}" for r in rows)
 
         first = rows[0]
+        options = _options(first.get("options", SETTINGS.get(setting, {})))
         lines.append(
-            f"| {simulations} | {seed} | {setting} | {first['chains']} × "
+            f"| {simulations} | {seed} | `{options}` | {first['chains']} × "
             f"{first['draws_per_chain']} ({first['thin']}) | {values('r_hat_max', 4)} | "
             f"{values('ess_bulk_min', 0)} | {values('mean_leapfrog_steps', 1)} | "
             f"{values('seconds', 0)} | {values('posterior_mmd_squared', 4)} | "
@@ -109,7 +123,7 @@ def report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--simulations", type=int, nargs="+", default=[10_000, 20_000],
@@ -118,9 +132,82 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--report", action="store_true", help="Markdown from the JSON file")
-    args = parser.parse_args()
+    return parser
+
+
+def _options(options: dict[str, Any]) -> str:
+    """A setting as the keyword arguments it passes (the library's defaults for the rest)."""
+    if not options:
+        return "defaults"
+    return ", ".join(f"{key}={value}" for key, value in options.items())
+
+
+def _command(runs: list[dict[str, Any]]) -> str:
+    """The command line that runs these seeds, budgets, settings and repeats."""
+    defaults = {action.dest: action.default for action in _parser()._actions}
+    seeds = sorted({r["seed"] for r in runs})
+    used = {"seeds": seeds, "simulations": sorted({r["simulations"] for r in runs}),
+            "repeats": max(r["repeat"] for r in runs) + 1,
+            "settings": list(dict.fromkeys(r["setting"] for r in runs))}
+    words = ["python -m benchmarks.nuts_convergence", "--seeds", *map(str, seeds)]
+    for key in ("simulations", "repeats", "settings"):
+        value = used[key]
+        if value != defaults[key] and not (key == "settings" and set(value) == set(SETTINGS)):
+            words += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
+    return " ".join(words)
+
+
+def section() -> str:
+    """The "Convergence at 1000 draws" section of docs/benchmarks.md from
+    ``benchmarks/results/nuts_convergence.json`` ("" when it is not committed)."""
+    record = load_result(NAME)
+    if record is None or not record.get("runs"):
+        return ""
+    runs = record["runs"]
+    draws = runs[0]["chains"] * runs[0]["draws_per_chain"]
+    repeats = max(r["repeat"] for r in runs) + 1
+    settings = {r["setting"]: r.get("options", SETTINGS.get(r["setting"], {})) for r in runs}
+    budgets = "; ".join(
+        f"N = {n} for seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+        for n in sorted({r["simulations"] for r in runs})
+        if (seeds := sorted({r["seed"] for r in runs if r["simulations"] == n})))
+    summary = []
+    for simulations in sorted({r["simulations"] for r in runs}):
+        for name in settings:
+            rows = [r for r in runs if (r["simulations"], r["setting"]) == (simulations, name)]
+            if not rows:
+                continue
+            converged = sum(r["r_hat_max"] < RHAT_CONVERGED for r in rows)
+            summary.append([
+                simulations, f"`{_options(settings[name])}`", len(rows),
+                f"{converged} of {len(rows)}", f"{max(r['r_hat_max'] for r in rows):.4f}",
+                f"{min(r['ess_bulk_min'] for r in rows):.0f}",
+                f"{statistics.median(r['mean_leapfrog_steps'] for r in rows):.1f}",
+                f"{statistics.median(r['seconds'] for r in rows):.0f}",
+                f"{statistics.median(r['posterior_mmd_squared'] for r in rows):.4f}"])
+    return (
+        f"## Convergence at {draws} draws (`{_command(runs)}`)\n\n"
+        f"`posterior.sample_arviz({draws}, x=x_o)` on the M-flows that `sbi-mflow demo "
+        f"--seed k --simulations N` trains ({budgets}), x_o the demo's observations, "
+        f"{repeats} sampling seeds per row (\" / \" between them); a setting is the keyword "
+        "arguments given to `manifold_posterior`, the library's defaults for the rest. "
+        "R̂ is the largest rank-normalised split R̂ over θ, bulk ESS the smallest; leapfrog "
+        "steps are the mean per transition, seconds the wall time of the call, and MMD² and "
+        "C2ST compare the draws with the simulator's reference posterior (0 and 0.5: "
+        "indistinguishable).\n\n"
+        + report(runs) + "\n\n"
+        "Per budget and setting, over seeds and repeats (medians of steps, seconds and "
+        "MMD²):\n\n"
+        + markdown_table(["simulations", "setting", "runs", f"R̂ < {RHAT_CONVERGED:g}",
+                          "R̂ max", "bulk ESS min", "leapfrog steps / transition",
+                          "seconds", "MMD²"], summary)
+        + f"\n\nMachine: {describe_machine(record)}.\n")
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.report:
-        print(report(json.loads((RESULTS / f"{NAME}.json").read_text())["runs"]))
+        print(section(), end="")
         return
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")

@@ -22,14 +22,16 @@ Me-flow each with alternating and sequential M/D training, and FOM (not in the p
 Table 2): the same inner flow on the true chart ``PolynomialSurface().manifold_chart()``,
 trained like the sequential rows' density phase (``density_epochs``; no manifold phase).
 
-Each (row, seed) result is written to ``--cache`` as JSON as soon as it is done, so an
-interrupted run resumes, and runs can be split across processes (``--rows``, ``--seeds``).
-``--report`` only collects the cached results. Commands::
+Each (row, seed) result is written to ``--cache``/``n<simulations>-e<epochs>/<row>-seed<k>.json``
+as soon as it is done, with its settings; a rerun skips a result whose settings (budget,
+architecture, library version) are those asked for and redoes the others, so an interrupted
+run resumes, runs can be split across processes (``--rows``, ``--seeds``), and the folder
+holds the latest result of every row (earlier ones are in git). ``--report`` only prints the
+table. Commands::
 
     python -m benchmarks.paper_table2                      # reduced budget (< 2 h, 2 cores)
     python -m benchmarks.paper_table2 --full               # the paper's budget (10^5 samples)
-    python -m benchmarks.paper_table2 --report --write-results docs/results.md
-    python -m benchmarks.paper_table2 --report --also n10000-e20-853997cb n10000-e20
+    python -m benchmarks.paper_table2 --report
 
 The paper's published medians are printed beside ours.
 """
@@ -37,7 +39,6 @@ The paper's published medians are printed beside ours.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import time
@@ -47,7 +48,13 @@ from pathlib import Path
 import torch
 
 import sbi_mflow
-from benchmarks._results import git_commit, machine
+from benchmarks._results import (
+    RESULTS,
+    describe_machine,
+    git_commit,
+    machine,
+    markdown_table,
+)
 from sbi_mflow import metrics
 from sbi_mflow.config import ManifoldFlowConfig
 from sbi_mflow.priors import prior_on_device
@@ -205,34 +212,31 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     result = evaluate(row, estimator, data, args)
     result.update(row=row, seed=seed, train_seconds=train_seconds,
-                  eval_seconds=time.perf_counter() - start, budget=_budget(args),
+                  eval_seconds=time.perf_counter() - start,
                   epoch_seconds=epochs)
     return result
 
 
 def _budget(args: argparse.Namespace) -> dict:
-    keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
-            "hidden_features", "bins", "linear_layer", "alignment", "candidates", "retries",
-            "batch", "manifold_lr")
-    # Only when used, so that the cache keys of the runs without SCANDAL or without the graph
-    # layer (all runs before it existed) stay as they were.
-    keys += ("scandal_weight",) if args.scandal_weight else ()
-    keys += ("graph_layer",) if args.graph_layer else ()
-    return {k: getattr(args, k) for k in keys}
-
-
-def _settings_key(args: argparse.Namespace) -> str:
     """Everything that changes a result: budget, architecture, training and evaluation
     settings, and the library version (a new version means new results)."""
-    settings = {**_budget(args), "generate": args.generate,
-                "posterior_samples": args.posterior_samples, "grid": args.grid,
-                "sbi_mflow": sbi_mflow.__version__}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    keys = ("simulations", "epochs", "density_epochs", "outer_layers", "inner_layers",
+            "hidden_features", "bins", "linear_layer", "alignment", "graph_layer", "candidates",
+            "retries", "batch", "manifold_lr", "scandal_weight", "generate",
+            "posterior_samples", "grid")
+    return {**{k: getattr(args, k) for k in keys}, "sbi_mflow": sbi_mflow.__version__}
 
 
-def _cache_file(args: argparse.Namespace, row: str, seed: int) -> Path:
-    tag = f"n{args.simulations}-e{args.epochs}-{_settings_key(args)}"
-    return Path(args.cache) / tag / f"{row}-seed{seed}.json"
+def _cache_file(cache: Path, simulations: int, epochs: int, row: str, seed: int) -> Path:
+    return Path(cache) / f"n{simulations}-e{epochs}" / f"{row}-seed{seed}.json"
+
+
+def _is_current(path: Path, settings: dict) -> bool:
+    """Whether the result at ``path`` was measured with ``settings``."""
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text()).get("settings", {})
+    return all(stored.get(key) == value for key, value in settings.items())
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -244,41 +248,81 @@ def _median(results: list[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _cached(args: argparse.Namespace, row: str) -> tuple[list[dict], str]:
-    """The cached results of ``row`` at these settings, else from the first of the
-    ``--also`` directories of the cache that has any, and the directory's name."""
-    folders = [_cache_file(args, row, 0).parent] + [Path(args.cache) / t for t in args.also]
-    for folder in folders:
-        files = sorted(folder.glob(f"{row}-seed*.json"))
-        if files:
-            return [json.loads(f.read_text()) for f in files], folder.name
-    return [], ""
+def _version(result: dict) -> str:
+    return result.get("settings", {}).get("sbi_mflow", "–")
 
 
-def table(args: argparse.Namespace) -> str:
-    """Markdown table: our medians over the cached seeds beside the paper's (with the cache
-    directory of each row when rows may come from other settings' runs, ``--also``)."""
-    header = ("| model | seeds | manifold distance | reconstruction error | posterior MMD² "
-              "| OOD AUC | posterior C2ST | train s |" + (" run |" if args.also else ""))
-    lines = [header, "|" + "---|" * (9 if args.also else 8)]
-    af_mmd = None
+def table(folder: Path) -> str:
+    """Markdown table of one budget's folder: our medians over the seeds beside the paper's
+    (in brackets), the library version and the median training seconds of each row."""
+    rows, af_mmd = [], None
     for row, (label, _, _) in ROWS.items():
-        results, folder = _cached(args, row)
+        results = [json.loads(f.read_text()) for f in sorted(folder.glob(f"{row}-seed*.json"))]
         if not results:
             continue
-
         ours = [_median(results, key) for key in METRICS]
         if row == "af":
             af_mmd = ours[2]
-        cells = [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
-        lines.append(f"| {label} | {len(results)} | " + " | ".join(cells)
-                     + f" | {_fmt(_median(results, 'posterior_c2st'))} "
-                     f"| {_median(results, 'train_seconds'):.0f} |"
-                     + (f" {folder} |" if args.also else ""))
-    text = "\n".join(lines)
+        versions = sorted({_version(r) for r in results})
+        rows.append([label, len(results)]
+                    + [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
+                    + [_fmt(_median(results, "posterior_c2st")),
+                       f"{_median(results, 'train_seconds'):.0f}", ", ".join(versions)])
+    text = markdown_table(["model", "seeds", "manifold distance", "reconstruction error",
+                           "posterior MMD²", "OOD AUC", "posterior C2ST", "train s",
+                           "version"], rows)
     if af_mmd is not None:
         text += f"\n\nOne third of the AF's posterior MMD² in this run: {af_mmd / 3:.4f}."
     return text
+
+
+def _epoch_table(folder: Path) -> str:
+    """Seconds per epoch of short runs that time the full budget's epochs."""
+    rows = []
+    for path in sorted(folder.glob("*-seed*.json")):
+        r = json.loads(path.read_text())
+        epochs = r.get("epoch_seconds") or []
+        rows.append([ROWS[r["row"]][0], describe_machine(r)]
+                    + [" ".join(f"{e['seconds']:.1f}" for e in epochs if e["phase"] == phase)
+                       or "–" for phase in ("manifold", "density")])
+    return markdown_table(["model", "device", "manifold epochs, s each",
+                           "density epochs, s each"], rows)
+
+
+def section() -> str:
+    """Table 2 of the paper, one table per budget, and the full budget's epoch timings."""
+    parts = []
+    for folder in sorted((RESULTS / "table2").glob("n*-e*"), key=lambda p: p.name):
+        results = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+        if not results:
+            continue
+        machines = sorted({describe_machine(r) for r in results})
+        parts.append(f"Budget {folder.name} (simulations, manifold epochs); training "
+                     f"settings of the first row: {_budget_text(results[0])}.\n\n"
+                     + table(folder) + "\n\nMachines: " + "; ".join(machines) + ".")
+    timing = RESULTS / "gpu_h200" / "table2_epochs_n100000"
+    if any(timing.glob("*.json")):
+        parts.append("Epoch times at the paper's budget (10⁵ simulations, batch 100), from "
+                     "short runs of a few epochs (`bash scripts/gpu_checks.sh`, step "
+                     "`table2_epochs`); the first epoch of each phase includes "
+                     "compilation:\n\n" + _epoch_table(timing))
+    if not parts:
+        return ""
+    return ("## The paper's Table 2: mixture model on a polynomial surface "
+            "(`python -m benchmarks.paper_table2`)\n\n"
+            "Medians over seeds, the paper's published medians in brackets. Posterior MMD² "
+            "is between model and true posterior draws for 20 observations at θ = 0, both "
+            "on the same θ grid (no sampler error); OOD AUC separates test points from "
+            "points pushed 0.1·N(0, I) off the surface. FOM (the inner flow on the true "
+            "chart) is not a row of the paper's table: it says what a perfect chart gives "
+            "with the same density estimator.\n\n" + "\n\n".join(parts) + "\n")
+
+
+def _budget_text(result: dict) -> str:
+    settings = result.get("settings") or result.get("budget", {})
+    keys = ("simulations", "epochs", "density_epochs", "batch", "outer_layers",
+            "inner_layers", "hidden_features", "bins")
+    return ", ".join(f"{k} {settings[k]}" for k in keys if k in settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -316,13 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--posterior-samples", type=int, default=5000)
     parser.add_argument("--grid", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", default="benchmarks/results/table2")
+    parser.add_argument("--cache", type=Path, default=RESULTS / "table2")
     parser.add_argument("--report", action="store_true", help="only print the cached table")
-    parser.add_argument("--also", nargs="+", default=[], metavar="DIR",
-                        help="for the table, rows without results at these settings come from "
-                             "the first of these directories of --cache that has them (earlier "
-                             "settings or versions); a column names each row's directory")
-    parser.add_argument("--write-results", help="insert the table into this Markdown file")
     args = parser.parse_args(argv)
     budget = FULL if args.full else REDUCED
     for key, value in budget.items():
@@ -333,38 +372,25 @@ def main(argv: list[str] | None = None) -> None:
             torch.device(args.device)).manifold_learning_rate
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    settings = _budget(args)
     if not args.report:
-        print(f"budget: {_budget(args)}; rows {args.rows}; seeds {args.seeds}", flush=True)
+        print(f"settings: {settings}; rows {args.rows}; seeds {args.seeds}", flush=True)
         for seed in args.seeds:
             for row in args.rows:
-                path = _cache_file(args, row, seed)
-                if path.exists():
+                path = _cache_file(args.cache, args.simulations, args.epochs, row, seed)
+                if _is_current(path, settings):
                     continue
                 result = run_one(row, seed, args)
-                result["settings"] = {**_budget(args), "sbi_mflow": sbi_mflow.__version__,
-                                      "commit": git_commit(), "machine": machine(args.device)}
+                result.update(settings=settings, commit=git_commit(),
+                              machine=machine(args.device))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=1))
                 print(f"{row:12s} seed {seed}: " + ", ".join(
                     f"{k} {_fmt(result[k], 4)}" for k in METRICS)
                     + f", train {result['train_seconds']:.0f} s, eval "
                       f"{result['eval_seconds']:.0f} s", flush=True)
-    text = table(args)
-    print("\nOurs (paper's in brackets), medians over seeds:\n" + text)
-    if args.write_results:
-        _write_results(Path(args.write_results), text, args)
-
-
-def _write_results(path: Path, text: str, args: argparse.Namespace) -> None:
-    """Replace the section between the Table 2 markers of ``path`` with ``text``."""
-    begin, end = "<!-- table2:begin -->", "<!-- table2:end -->"
-    content = path.read_text()
-    if begin not in content or end not in content:
-        raise SystemExit(f"{path} has no {begin} ... {end} markers.")
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    body = f"\nBudget: {_budget(args)}.\n\n{text}\n"
-    path.write_text(head + begin + body + end + tail)
+    folder = _cache_file(args.cache, args.simulations, args.epochs, "", 0).parent
+    print("\nOurs (paper's in brackets), medians over seeds:\n" + table(folder))
 
 
 if __name__ == "__main__":

@@ -175,6 +175,17 @@ def table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def section() -> str:
+    """One table per (simulations, epochs) folder that has results."""
+    folders = sorted(p for p in OUT.glob("n*-e*") if any(p.glob("*.json")))
+    if not folders:
+        return ""
+    return (
+        "## The paper's Table 3 on ParticleDecay (`python -m benchmarks.paper_table3`)\n\n"
+        + "\n\n".join(f"{folder.name} (simulations, epochs):\n\n{table(folder)}"
+                       for folder in folders) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--simulations", type=int, default=100_000)

@@ -39,7 +39,11 @@ Smoke run (a few minutes)::
 
     python -m benchmarks.scandal --quick
 
-Writes a Markdown report to ``--output`` (default ``benchmarks/results/scandal.md``).
+Writes ``benchmarks/results/<name>.json`` (``--name``; default ``scandal``, with
+``--quick`` ``scandal_quick``): settings, machine, commit, baselines and, per (model, α, N),
+the metrics, times and sampler diagnostics; :func:`section` renders ``scandal.json`` for
+``docs/benchmarks.md`` (``--report`` prints it).
+
 Why these sampler settings: sbi's ``slice_np_vectorized`` starts every chain's brackets at
 width 0.01 in the unconstrained space and steps them out linearly, so on these broad
 posteriors (σ ≈ 0.3–0.5 on [-1, 1]) its first draws cost hundreds of potential calls; with 20
@@ -62,16 +66,20 @@ import math
 import sys
 import time
 import warnings
-from pathlib import Path
+from typing import Any
 
 import torch
 
 import sbi_mflow
+from benchmarks._results import describe_machine, load_result, machine, markdown_table, write_result
 from sbi_mflow.losses import ChartNLL, NegativeLogLikelihood
 from sbi_mflow.metrics import c2st, log_posterior_at_true_theta
 from sbi_mflow.tracking import NullTracker
 
+__all__ = ["MODELS", "main", "render", "section"]
+
 MODELS = {"mflow": "M-flow (ours)", "nsf": "NSF (sbi)"}
+NAME = "scandal"
 
 
 def _rule(title: str) -> None:
@@ -120,8 +128,9 @@ def held_out_score_error(model: str, estimator, theta, x, score) -> float:
     return float(torch.cat(errors).mean())
 
 
-def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, str]:
-    """``args.samples`` posterior draws and a short note on the sampler's diagnostics."""
+def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``args.samples`` posterior draws and the sampler's diagnostics (``method``, its
+    numbers, and a one-line ``note``)."""
     if model == "mflow" or args.nsf_sampler == "nuts":
         return _nuts(inference, x_o, args)
 
@@ -142,20 +151,23 @@ def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, st
             max_sampling_time=args.rejection_timeout, return_partial_on_timeout=True,
         )
         samples = samples[: args.samples]
+        timed_out = samples.shape[0] < args.samples
         note = f"rejection from the prior, acceptance {float(acceptance):.3f}"
-        if samples.shape[0] < args.samples:
+        if timed_out:
             note += f", timed out after {args.rejection_timeout:g} s with {samples.shape[0]} draws"
-        return samples.float(), note
+        return samples.float(), {"method": "rejection", "acceptance": float(acceptance),
+                                 "timed_out": timed_out, "note": note}
     parameters = MCMCPosteriorParameters(
         method="slice_np_vectorized", num_chains=args.sbi_chains,
         warmup_steps=args.sbi_warmup, thin=1, init_strategy="resample",
     )
     posterior = inference.build_posterior(posterior_parameters=parameters)  # sbi's sampler
     samples = posterior.sample((args.samples,), x=x_o, show_progress_bars=False)
-    return samples.float(), f"slice, {args.sbi_chains} chains, {args.sbi_warmup} warm-up"
+    return samples.float(), {"method": "slice", "note": f"slice, {args.sbi_chains} chains, "
+                                                         f"{args.sbi_warmup} warm-up"}
 
 
-def _nuts(inference, x_o, args) -> tuple[torch.Tensor, str]:
+def _nuts(inference, x_o, args) -> tuple[torch.Tensor, dict[str, Any]]:
     """The library's NUTS posterior: the chart potential for the M-flow, the exact
     likelihood for sbi's NSF."""
     from sbi_mflow.sampling.convergence import summarize
@@ -170,8 +182,10 @@ def _nuts(inference, x_o, args) -> tuple[torch.Tensor, str]:
     steps = sum(result.potential_calls) / (args.chains * (args.warmup + draws * result.thin))
     theta = posterior.theta_transform.inv(result.samples).detach().double().numpy()
     rhat = summarize(theta).max_rhat
-    return samples.float(), (f"NUTS R̂ {rhat:.3f}, {result.num_divergences} div., "
-                             f"{steps:.1f} grad/transition")
+    return samples.float(), {
+        "method": "nuts", "rhat": float(rhat), "divergences": int(result.num_divergences),
+        "gradients_per_transition": float(steps),
+        "note": f"NUTS R̂ {rhat:.3f}, {result.num_divergences} div., {steps:.1f} grad/transition"}
 
 
 def metrics(samples: torch.Tensor, reference: torch.Tensor, theta_true) -> dict[str, float]:
@@ -182,12 +196,6 @@ def metrics(samples: torch.Tensor, reference: torch.Tensor, theta_true) -> dict[
     except ValueError as error:  # too few or collapsed draws
         print(f"  metrics failed: {error}")
         return dict(c2st=math.nan, lp=math.nan)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
@@ -219,9 +227,14 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 300 simulations, 6 epochs, 200 draws")
-    parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results"
-                                                / "scandal.md"))
+    parser.add_argument("--name", default=None,
+                        help="writes benchmarks/results/NAME.json (default scandal, with "
+                             "--quick scandal_quick)")
+    parser.add_argument("--report", action="store_true", help="print section() and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        print(section(), end="")
+        return
     if args.quick:
         args.simulations, args.epochs, args.samples = [300], 6, 200
         args.warmup, args.chains, args.rejection_timeout = 50, 1, 20.0
@@ -260,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
     print(f"held-out score error of the zero score: {zero_score_error:.3f}")
 
     arms = [(m, a) for m in args.models for a in (0.0, alpha)]
-    results: dict[tuple[str, float, int], dict] = {}
+    runs: list[dict[str, Any]] = []
     for n in args.simulations:
         _rule(f"{n} simulations")
         theta, x, score = theta_all[:n], x_all[:n], score_all[:n]
@@ -274,84 +287,143 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
                   f"error {score_error:.3f}", flush=True)
             torch.manual_seed(args.seed)
             start = time.perf_counter()
-            samples, note = sample_posterior(model, inference, x_o, args)
+            samples, sampler = sample_posterior(model, inference, x_o, args)
             sample_s = time.perf_counter() - start
-            r = dict(
-                **metrics(samples, reference, theta_true),
-                train_s=train_s, sample_s=sample_s, epochs=epochs, score_error=score_error,
-                note=note,
-            )
-            results[(model, a, n)] = r
-            print(f"{label:24s} sampled in {sample_s:6.1f} s ({note}); C2ST {r['c2st']:.3f}, "
-                  f"log p(θ_true|x_o) {r['lp']:.2f}", flush=True)
+            quality = metrics(samples, reference, theta_true)
+            runs.append({"model": model, "scandal_weight": a, "simulations": n,
+                         "c2st": quality["c2st"],
+                         "log_posterior_true_theta": quality["lp"],
+                         "score_error": score_error, "train_s": train_s, "epochs": epochs,
+                         "sample_s": sample_s, "draws": int(samples.shape[0]),
+                         "sampler": sampler})
+            print(f"{label:24s} sampled in {sample_s:6.1f} s ({sampler['note']}); C2ST "
+                  f"{quality['c2st']:.3f}, log p(θ_true|x_o) {quality['lp']:.2f}", flush=True)
 
-    columns = [f"N = {n}" for n in args.simulations]
-    rows = lambda fn: [  # noqa: E731
-        [MODELS[m], "yes" if a > 0 else "no"]
-        + [fn(results[(m, a, n)]) for n in args.simulations] for m, a in arms
-    ]
-    quality = markdown_table(["model", "SCANDAL", *columns],
-                             rows(lambda r: f"{r['c2st']:.3f} / {r['lp']:.2f}"))
-    scores = markdown_table(["model", "SCANDAL", *columns],
-                            rows(lambda r: f"{r['score_error']:.3f}"))
-    timing = markdown_table(["model", "SCANDAL", *columns],
-                            rows(lambda r: f"{r['train_s']:.0f} s ({r['epochs']} ep.) / "
-                                           f"{r['sample_s']:.0f} s"))
-    notes = "\n".join(
-        f"- {MODELS[m]}, α={a:g}, N={n}: {results[(m, a, n)]['note']}"
-        for m, a in arms for n in args.simulations
-    )
-    nsf_sampler = {
-        "rejection": "rejection sampling from the prior",
-        "nuts": "the same Pyro NUTS runner on sbi's NLE potential",
-        "slice": f"slice_np_vectorized ({args.sbi_chains} chains, {args.sbi_warmup} warm-up)",
-    }[args.nsf_sampler]
-    total = time.perf_counter() - started
+    from sbi_mflow.training.config import TrainConfig
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("name", "report", "quick")}
+    config = TrainConfig(max_num_epochs=args.epochs)
+    settings.update(manifold_epochs=config.manifold_epochs,
+                    density_epochs=args.density_epochs or config.manifold_epochs,
+                    stop_after_epochs=config.stop_after_epochs)
     command = "python -m benchmarks.scandal " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = f"""# SCANDAL benchmark on ParticleDecay
-
-Command: `{command.strip()}` ({args.threads} torch thread(s), torch {torch.__version__},
-total {total / 60:.1f} min).
-
-Setup: d = {simulator.data_dim}, n = {simulator.manifold_dim}, θ ∈ [-1, 1]³; x_o = {args.trials}
-iid trials at θ = 0; SCANDAL weight α = {alpha:g} (score term α · ‖∇θ log q − t‖², summed over
-θ's components, added to the per-sample NLL). Epoch budget E = {args.epochs} (M-flow:
-E/2 manifold + {args.density_epochs or args.epochs // 2} density epochs, sequential; NSF: E
-epochs), early stopping (patience 20) on the validation loss, batch {args.batch}, learning rate
-{args.lr:g}. M-flow: {args.outer_layers} outer + {args.inner_layers} inner couplings; NSF:
-{args.outer_layers + args.inner_layers} couplings; hidden features {args.hidden}. Posterior:
-{args.samples} draws; M-flow by NUTS on the chart potential ({args.chains} chains,
-{args.warmup} warm-up, max tree depth {args.max_tree_depth}); NSF by sbi
-{nsf_sampler}.
-
-## Posterior quality: C2ST vs reference / log p(θ_true | x_o)
-
-C2ST: 0.5 is best. log p(θ_true | x_o): higher is better. Baselines: reference posterior
-(a second draw) {baseline['reference posterior'][0]:.3f} / {baseline['reference posterior'][1]:.2f};
-prior {baseline['prior'][0]:.3f} / {baseline['prior'][1]:.2f}.
-
-{quality}
-
-## Held-out score error mean ‖∇θ log q(x|θ) − t‖² (1000 fresh simulations)
-
-Zero score (no θ-dependence): {zero_score_error:.3f}.
-
-{scores}
-
-## Wall times: training (epochs run) / posterior sampling
-
-{timing}
-
-Sampler notes:
-
-{notes}
-"""
+    path = write_result(args.name or ("scandal_quick" if args.quick else NAME), {
+        "command": command.strip(), "settings": settings, "machine": machine(),
+        "simulator": {"name": "ParticleDecay", "data_dim": simulator.data_dim,
+                      "manifold_dim": simulator.manifold_dim,
+                      "param_dim": simulator.param_dim, "low": simulator._low.tolist(),
+                      "high": simulator._high.tolist(), "theta_true": theta_true.tolist()},
+        "baselines": {name.replace(" ", "_"): {"c2st": acc, "log_posterior_true_theta": lp}
+                      for name, (acc, lp) in baseline.items()},
+        "zero_score_error": zero_score_error, "score_test_simulations": len(theta_test),
+        "total_s": time.perf_counter() - started,
+        "runs": runs})
     _rule("results")
-    print(report)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
-    print(f"written to {output}; total {total:.0f} s")
+    print(render(load_result(path.stem)))
+    print(f"written to {path}")
+
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _box(low: list[float], high: list[float]) -> str:
+    """θ's box: [a, b]ᵖ when every side is the same, else the sides."""
+    if len(set(low)) == 1 and len(set(high)) == 1:
+        return f"[{low[0]:g}, {high[0]:g}]" + str(len(low)).translate(_SUPERSCRIPT)
+    return " × ".join(f"[{a:g}, {b:g}]" for a, b in zip(low, high, strict=True))
+
+
+def _span(values: list[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}–{high:{fmt}}"
+
+
+def render(record: dict[str, Any]) -> str:
+    """The Markdown section of one result file (see :func:`section`)."""
+    settings, sim = record["settings"], record["simulator"]
+    runs = record["runs"]
+    sizes = sorted({r["simulations"] for r in runs})
+    arms = list(dict.fromkeys((r["model"], r["scandal_weight"]) for r in runs))
+    by_key = {(r["model"], r["scandal_weight"], r["simulations"]): r for r in runs}
+
+    def table(cell) -> str:
+        rows = [[MODELS.get(m, m), "yes" if a > 0 else "no"]
+                + [cell(by_key[(m, a, n)]) if (m, a, n) in by_key else "–" for n in sizes]
+                for m, a in arms]
+        return markdown_table(["model", "SCANDAL", *(f"{n} sims" for n in sizes)], rows)
+
+    def quality(r: dict[str, Any]) -> str:
+        partial = r.get("sampler", {}).get("timed_out")
+        return (f"{r['c2st']:.3f} / {r['log_posterior_true_theta']:.2f}"
+                + ("\\*" if partial else ""))
+
+    base = record["baselines"]
+    reference, prior = base["reference_posterior"], base["prior"]
+    theta_true = sim["theta_true"]
+    at = (f"θ = {theta_true[0]:g}" if len(set(theta_true)) == 1
+          else f"θ = ({', '.join(f'{v:g}' for v in theta_true)})")
+    nuts = [r["sampler"] for r in runs if r.get("sampler", {}).get("method") == "nuts"]
+    timed_out = [r for r in runs if r.get("sampler", {}).get("timed_out")]
+    notes = []
+    if nuts:
+        notes.append(f"NUTS: R̂ ≤ {max(s['rhat'] for s in nuts):.3f}, "
+                     f"{sum(s['divergences'] for s in nuts)} divergences in all, "
+                     f"{_span([s['gradients_per_transition'] for s in nuts], '.1f')} "
+                     "gradients per transition")
+    rejection = [r["sampler"] for r in runs if r.get("sampler", {}).get("method") == "rejection"]
+    if rejection:
+        notes.append("rejection sampling: acceptance "
+                     f"{_span([s['acceptance'] for s in rejection], '.3f')}")
+    footnote = ""
+    if timed_out:
+        footnote = (f"\n\n\\* rejection sampling reached its time cap "
+                    f"({settings.get('rejection_timeout', 0):g} s) after "
+                    f"{_span([r['draws'] for r in timed_out], 'd')} draws; C2ST against as many "
+                    "reference draws.")
+    nsf_sampler = {"rejection": "rejection sampling from the prior",
+                   "nuts": "the same NUTS runner on sbi's NLE potential",
+                   "slice": "sbi's `slice_np_vectorized`"}.get(settings.get("nsf_sampler"), "?")
+    seed = f", seed {settings['seed']}" if "seed" in settings else ""
+    text = (
+        "## SCANDAL on `ParticleDecay` (`python -m benchmarks.scandal`)\n\n"
+        f"Posterior quality against the number of simulations, with and without SCANDAL. "
+        f"`{sim.get('name', 'ParticleDecay')}`: d = {sim['data_dim']}, n = "
+        f"{sim['manifold_dim']}, θ ∈ {_box(sim['low'], sim['high'])}; x_o = "
+        f"{settings['trials']} iid trials at {at}{seed}. Both arms of a model use the same "
+        "trainer (`ManifoldNLE`), seed, initialisation and validation split; only the SCANDAL "
+        f"weight differs (α = {settings['scandal_weight']:g}: the score term α · ‖∇θ log q − "
+        "t‖² is added to the per-sample NLL). M-flow: "
+        f"{settings['outer_layers']} outer + {settings['inner_layers']} inner couplings, "
+        f"{settings.get('manifold_epochs', settings['epochs'] // 2)} manifold + "
+        f"{settings['density_epochs']} density epochs (sequential), posterior by NUTS on the "
+        f"chart potential ({settings['chains']} chains, {settings['warmup']} warm-up). NSF: "
+        f"sbi's `likelihood_nn(\"nsf\")` with "
+        f"{settings['outer_layers'] + settings['inner_layers']} couplings, "
+        f"{settings['epochs']} epochs, posterior by {nsf_sampler}. Hidden features "
+        f"{settings['hidden']}, batch {settings['batch']}, learning rate {settings['lr']:g}, "
+        + (f"early stopping after {settings['stop_after_epochs']} epochs without improvement, "
+           if "stop_after_epochs" in settings else "")
+        + f"{settings['samples']} posterior draws. Total {record['total_s'] / 60:.1f} min.\n\n"
+        "C2ST against the reference posterior (0.5: indistinguishable) / log p(θ_true | x_o) "
+        f"(higher is better); the reference against a second draw of itself gives "
+        f"{reference['c2st']:.3f} / {reference['log_posterior_true_theta']:.2f}, the prior "
+        f"{prior['c2st']:.3f} / {prior['log_posterior_true_theta']:.2f}:\n\n"
+        + table(quality) + footnote
+        + "\n\nHeld-out score error mean ‖∇θ log q(x|θ) − t‖² on "
+        + (f"{record['score_test_simulations']} " if "score_test_simulations" in record else "")
+        + f"fresh simulations (a zero score gives {record['zero_score_error']:.3f}):\n\n"
+        + table(lambda r: f"{r['score_error']:#.3g}")
+        + "\n\nWall times, training (epochs run) / posterior sampling:\n\n"
+        + table(lambda r: f"{r['train_s']:.0f} s ({r['epochs']} ep.) / {r['sample_s']:.0f} s")
+        + ("\n\nSamplers: " + "; ".join(notes) + "." if notes else ""))
+    return text + f"\n\nMachine: {describe_machine(record)}.\n"
+
+
+def section() -> str:
+    """C2ST, log p(θ_true | x_o), held-out score error and times of the M-flow and sbi's NSF,
+    with and without SCANDAL, per number of simulations (``scandal.json``)."""
+    record = load_result(NAME)
+    return render(record) if record is not None else ""
 
 
 if __name__ == "__main__":

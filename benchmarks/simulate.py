@@ -19,20 +19,20 @@ Two simulators:
 
 Every run writes to an on-disk Zarr store (as a real run would); the workers are warmed up
 (imports) before timing. The cluster's results are checked to be bit-identical to the
-in-process ones. Writes ``benchmarks/results/simulate.json`` (git commit, machine, load
-average, settings, results) and prints the ratios. Run::
+in-process ones. Writes ``benchmarks/results/<name>.json`` (``--name``, default
+``simulate``: commit, machine, load average, settings, results) and prints the ratios;
+:func:`section` renders ``simulate.json`` for ``docs/benchmarks.md``. Run::
 
     python -m benchmarks.simulate                       # defaults: the issue's sizes
-    python -m benchmarks.simulate --ode-rows 4000 --decay-rows 200000   # a quick check
+    python -m benchmarks.simulate --ode-rows 4000 --decay-rows 200000 --name simulate_quick
+    python -m benchmarks.simulate --report              # print section()
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,9 +42,15 @@ import torch
 from scipy.integrate import solve_ivp
 
 import sbi_mflow
+from benchmarks._results import describe_machine, load_result, machine, markdown_table, write_result
 from simulators import ParticleDecay
 
-RESULTS = Path(__file__).resolve().parent / "results" / "simulate.json"
+__all__ = ["DampedOscillator", "TARGET_SPEED_UP", "main", "oscillator_theta", "overhead_fit",
+           "section"]
+
+NAME = "simulate"
+#: Speed-up of a 2-worker LocalCluster over one process the ODE simulator should reach.
+TARGET_SPEED_UP = 1.6
 
 
 class DampedOscillator:
@@ -88,18 +94,6 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package)
-
-
-def _git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=Path(__file__).parent
-                               ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def bench_oscillator(args, client, folder: Path) -> dict:
@@ -178,8 +172,13 @@ def main() -> None:
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=NAME,
+                        help="writes benchmarks/results/NAME.json")
+    parser.add_argument("--report", action="store_true", help="print section() and exit")
     args = parser.parse_args()
+    if args.report:
+        print(section(), end="")
+        return
     torch.set_num_threads(1)
     from distributed import Client, LocalCluster
 
@@ -196,21 +195,19 @@ def main() -> None:
         oscillator = bench_oscillator(args, client, folder)
         decay = bench_decay(args, client, folder)
     report = {
-        "benchmark": "simulate", "git_commit": _git_commit(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "dask": _version("dask"),
-                    "distributed": _version("distributed"), "zarr": _version("zarr")},
+        "benchmark": "simulate",
+        "machine": {**machine(), "python": platform.python_version(),
+                    "dask": _version("dask"), "distributed": _version("distributed"),
+                    "zarr": _version("zarr")},
         "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
-        "settings": {**{k: v for k, v in vars(args).items() if k != "output"},
+        "settings": {**{k: v for k, v in vars(args).items() if k not in ("name", "report")},
                      "threads_per_worker": 1, "torch_threads": 1},
         "results": {"damped_oscillator": oscillator, "particle_decay": decay,
                     "particle_decay_overhead_fit": {
                         mode: overhead_fit(decay, mode, args.workers)
                         for mode in ("in_process", "local_cluster")}},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n")
+    path = write_result(args.name, report)
 
     o = oscillator
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
@@ -218,7 +215,8 @@ def main() -> None:
     print(f"DampedOscillator, {o['rows']} rows, chunks of {o['chunk_size']}: "
           f"{o['cpu_ms_per_row_in_process']:.2f} ms CPU per row; in-process "
           f"{o['in_process_s']:.1f} s, {args.workers}-worker LocalCluster "
-          f"{o['local_cluster_s']:.1f} s: speed-up {o['speed_up']:.2f}x (target >= 1.6x); "
+          f"{o['local_cluster_s']:.1f} s: speed-up {o['speed_up']:.2f}x "
+          f"(target >= {TARGET_SPEED_UP:g}x); "
           f"bit-identical: {o['bit_identical']}")
     print(f"ParticleDecay with scores, {args.decay_rows} rows (alone: the simulator in calls "
           "of one chunk, no store; ms/chunk: overhead per chunk; ratio: in-process / cluster)")
@@ -235,7 +233,82 @@ def main() -> None:
         if fit:
             print(f"  overhead fit, {mode}: {fit['ms_per_chunk']:.2f} ms per chunk + "
                   f"{fit['us_per_row']:.2f} µs per row")
-    print(f"wrote {args.output}")
+    print(f"wrote {path}")
+
+
+def _count(value: float) -> str:
+    """An integer with a narrow space every three digits (20 000)."""
+    return f"{value:,.0f}".replace(",", "\u202f")
+
+
+def _rows(value: float) -> str:
+    """Rows per second to three significant digits (27 400)."""
+    return _count(float(f"{value:.3g}"))
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms" if abs(value) < 100 else f"{value:.0f} ms"
+
+
+def section() -> str:
+    """Chunked simulation in one process against a Dask LocalCluster: the speed-up on a
+    per-row ODE simulator, and the cost per chunk on a fast vectorised one."""
+    record = load_result(NAME)
+    if record is None:
+        return ""
+    settings, results = record.get("settings", {}), record["results"]
+    workers = settings.get("workers", 2)
+    threads = settings.get("threads_per_worker", 1)
+    load = record.get("load_average_1_5_15_min", {})
+    o = results["damped_oscillator"]
+    decay = results.get("particle_decay", [])
+    fit = results.get("particle_decay_overhead_fit", {})
+    identical = all(r.get("bit_identical") for r in [o, *decay])
+    met = "met" if o["speed_up"] >= TARGET_SPEED_UP else "not met"
+    text = (
+        "## Simulation on Dask (`python -m benchmarks.simulate`)\n\n"
+        f"`sbi_mflow.simulate` in one process against a {workers}-worker `LocalCluster` "
+        f"(processes, {threads} thread each), both writing to an on-disk Zarr store; the "
+        "workers are warmed up (imports) before timing. The cluster's arrays were "
+        + ("bit-identical to the in-process ones in every case"
+           if identical else "NOT bit-identical to the in-process ones in every case")
+        + (f". Load average (1 min) {load['before'][0]:.2f} before and "
+           f"{load['after'][0]:.2f} after the run" if load else "") + ".\n\n"
+        f"Per-row ODE simulator (`DampedOscillator`: one scipy `solve_ivp` RK45 integration of "
+        f"a damped harmonic oscillator per row, {o['cpu_ms_per_row_in_process']:.2f} ms of CPU "
+        f"per row in this run), {_count(o['rows'])} rows in chunks of "
+        f"{_count(o['chunk_size'])}:\n\n"
+        + markdown_table(["", "wall time", "rows/s"], [
+            ["one process", f"{o['in_process_s']:.1f} s", _rows(o["in_process_rows_per_s"])],
+            [f"{workers}-worker LocalCluster", f"{o['local_cluster_s']:.1f} s",
+             _rows(o["local_cluster_rows_per_s"])],
+            ["speed-up", f"**{o['speed_up']:.2f}×** (target ≥ {TARGET_SPEED_UP:g}×: {met})",
+             ""]]))
+    if decay:
+        rows = [[_count(r["chunk_size"]), _count(r["chunks"]), f"{r['simulator_alone_s']:.1f} s",
+                 f"{r['in_process_s']:.1f} s ({_rows(r['in_process_rows_per_s'])} rows/s)",
+                 _ms(r["in_process_overhead_ms_per_chunk"]),
+                 f"{r['local_cluster_s']:.1f} s ({_rows(r['local_cluster_rows_per_s'])} rows/s)",
+                 _ms(r["local_cluster_overhead_ms_per_chunk"])] for r in decay]
+        best = max(r["in_process_s"] / r["local_cluster_s"] for r in decay)
+        text += (
+            "\n\n`ParticleDecay` with joint scores (vectorised), "
+            f"{_count(decay[0]['rows'])} rows. \"Alone\": the simulator called once per chunk with "
+            "no seeding and no store; overhead per chunk = (wall − alone / processes "
+            "simulating) / chunks. The best cluster speed-up over one process at any chunk "
+            f"size was {best:.2f}×.\n\n"
+            + markdown_table(["chunk size", "chunks", "alone", "one process", "overhead / chunk",
+                              "LocalCluster", "overhead / chunk"], rows))
+        fits = [f"{label}: {f['ms_per_chunk']:.1f} ms per chunk + {f['us_per_row']:.1f} µs "
+                "per row" for label, f in (("one process", fit.get("in_process")),
+                                           ("LocalCluster", fit.get("local_cluster"))) if f]
+        if fits:
+            text += ("\n\nLeast-squares fit of the overhead as chunks × a + rows × b (a: "
+                     "seeding, a task's round trip, one write per array; b: moving, "
+                     "compressing and storing the data): " + "; ".join(fits) + ".")
+    info = dict(record.get("machine", {}))
+    info.setdefault("torch_threads", settings.get("torch_threads"))
+    return text + f"\n\nMachine: {describe_machine({'machine': info})}.\n"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ is known (for FOM, the flow on the prescribed manifold).
   from the prior with seed k, and the closed-form posterior
   N(Σᵢ xᵢ / (T + 1), 0.1 / (T + 1) · I) of prior N(0, 0.1 I) and likelihood N(θ, 0.1 I).
 * ``lifted_slcp`` (R^8 → R^48, scale 3): sbibm's SLCP (4 iid 2-D Gaussian draws whose mean,
-  scales and correlation θ sets), T = 1 with sbibm's observations and references.
+  scales and correlation θ sets). T = 1: sbibm's observations and references; T = 20: θ_k
+  from the prior with seed k, and NUTS on the exact likelihood (:func:`slcp_reference`).
 * ``polynomial_surface`` (the paper's Table 2 simulator, R^3, n = 2), T = 20: θ_k drawn from
   the prior with seed k; the simulator's grid reference posterior.
 * ``particle_decay`` (R^40, n = 10), T = 1 and 20: θ_k from the prior with seed k; the
@@ -28,7 +29,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["TASKS", "Task", "two_moons", "two_moons_lift"]
+__all__ = ["TASKS", "Task", "slcp", "slcp_log_likelihood", "slcp_reference", "two_moons",
+           "two_moons_lift"]
 
 NUM_OBSERVATIONS = 5
 
@@ -72,6 +74,19 @@ class Task:
 def _seeded_theta(prior: Distribution, k: int) -> Tensor:
     torch.manual_seed(10_000 + k)
     return prior.sample((1,))
+
+
+def _cached(name: str, draw: Callable[[], Tensor]) -> Tensor:
+    """Reference draws that take minutes to make, kept in the sbi-mflow cache folder."""
+    from simulators.lorenz import cache_dir
+
+    path = cache_dir() / "references" / f"{name}.pt"
+    if path.exists():
+        return torch.load(path)
+    draws = draw()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(draws, path)
+    return draws
 
 
 def _subsample(reference: Tensor, num: int, k: int) -> Tensor:
@@ -139,6 +154,37 @@ def slcp(theta: Tensor) -> Tensor:
     return normal.expand((theta.shape[0], 4)).sample().reshape(theta.shape[0], 8)
 
 
+def slcp_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
+    """log p(x | θ) of SLCP for θ (N, 5) and T trials x (T, 8): the 4T 2-D points are iid
+    N(m, S) (:func:`slcp`). Returns (N,)."""
+    points = x.reshape(-1, 2).to(theta.dtype)  # (4T, 2)
+    s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, torch.tanh(theta[:, 4])
+    cov = torch.stack([torch.stack([s1**2 + 1e-6, rho * s1 * s2], -1),
+                       torch.stack([rho * s1 * s2, s2**2 + 1e-6], -1)], -2)
+    normal = torch.distributions.MultivariateNormal(theta[:, :2], cov)
+    return normal.log_prob(points.unsqueeze(1)).sum(0)
+
+
+def slcp_reference(x: Tensor, num: int, seed: int) -> Tensor:
+    """Draws from SLCP's posterior under the U[-3, 3]⁵ prior given T trials x (T, 8).
+
+    The likelihood depends on θ₂, θ₃ only through θ₂², θ₃², so the posterior is symmetric
+    under their sign flips (sbibm's four modes). Pyro NUTS (4 chains) samples the quadrant
+    θ₂, θ₃ ≥ 0, and each draw gets independent uniform random signs for θ₂ and θ₃.
+    """
+    from simulators._posterior import nuts_posterior
+
+    torch.manual_seed(seed)
+    x = x.double()
+    low = torch.tensor([-3.0, -3.0, 0.0, 0.0, -3.0], dtype=torch.float64)
+    high = torch.full((5,), 3.0, dtype=torch.float64)
+    draws = nuts_posterior(lambda theta: slcp_log_likelihood(theta, x), low, high, num,
+                           warmup_steps=300, num_chains=4)
+    signs = torch.where(torch.rand(num, 2, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    draws[:, 2:4] *= signs
+    return draws.float()
+
+
 def lifted_slcp() -> Task:
     from sbi.utils import BoxUniform
 
@@ -148,12 +194,18 @@ def lifted_slcp() -> Task:
     prior = BoxUniform(-3 * torch.ones(5), 3 * torch.ones(5))
 
     def observe(k: int, trials: int) -> Tensor:
-        return lift(load_task_files("slcp", k)[0])
+        if trials == 1:
+            return lift(load_task_files("slcp", k)[0])
+        torch.manual_seed(30_000 + k)
+        return lift(slcp(_seeded_theta(prior, k).expand(trials, 5)))
 
     def reference(k: int, trials: int, num: int) -> Tensor:
-        return _subsample(load_task_files("slcp", k)[1], num, k)
+        if trials == 1:
+            return _subsample(load_task_files("slcp", k)[1], num, k)
+        return _cached(f"lifted_slcp-T{trials}-obs{k}-n{num}", lambda: slcp_reference(
+            lift.inverse(observe(k, trials)), num, seed=20_000 + k))
 
-    return Task("lifted_slcp", prior, lambda theta: lift(slcp(theta)), 8, (1,), observe,
+    return Task("lifted_slcp", prior, lambda theta: lift(slcp(theta)), 8, (1, 20), observe,
                 reference, chart=lift.manifold_chart)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._results import RESULTS, git_commit, machine
+from benchmarks._results import RESULTS, describe_machine, git_commit, machine
 from benchmarks.methods import METHODS
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 
@@ -93,6 +93,62 @@ def table(results: list[dict]) -> str:
             f"| {statistics.fmean(r['train'] for r in runs):.0f} "
             f"| {statistics.fmean(r['sample_seconds'] for r in runs):.0f} |")
     return "\n".join(lines)
+
+
+def figure(results: list[dict], path: Path) -> None:
+    """C2ST against simulations, one panel per (task, T) and one line per method (mean over
+    observations 1–5 and seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
+    for r in results:
+        for trials, scores in r["trials"].items():
+            panel = curves.setdefault((r["task"], int(trials)), {})
+            panel.setdefault(r["method"], {}).setdefault(r["budget"], []).append(
+                statistics.fmean(scores["c2st"]))
+    panels = sorted(curves)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=True):
+        for method in METHODS:
+            if method in curves[key]:
+                budgets = sorted(curves[key][method])
+                means = [statistics.fmean(curves[key][method][b]) for b in budgets]
+                ax.plot(budgets, means, "o-", label=method)
+        ax.set(xscale="log", title=f"{key[0]}, T={key[1]}", xlabel="simulations",
+               ylim=(0.45, 1.0))
+        ax.axhline(0.5, color="grey", lw=0.5)
+    axes[0][0].set_ylabel("mean C2ST")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+#: Where ``python -m benchmarks.report`` draws :func:`figure` (relative to ``docs/``).
+FIGURE = "figures/versus_sbi.png"
+
+
+def section() -> str:
+    """The table of every committed (task, T, budget, method) and the figure."""
+    results = load_results(OUT)
+    if not results:
+        return ""
+    machines = sorted({describe_machine(r) for r in results})
+    return (
+        "## sbi-mflow against sbi's estimators (`python -m benchmarks.versus_sbi`)\n\n"
+        "Every method of a (task, simulations, seed) trains on the same simulations and is "
+        "scored on observations 1–5 by C2ST against the task's reference posterior (0.5: "
+        "indistinguishable), 1000 draws each. Mean over the observations, then over the seeds "
+        "(their range in brackets); \"worst obs.\" is the largest C2ST of any observation and "
+        "seed; times are per run (sampling: all five observations). Methods: sbi's NLE, NPE "
+        "(for T > 1 through its MCMC potential) and NPSE (its `iid_method`); FOM, the inner "
+        "flow on the task's true chart; M-flow and Me-flow with the library's defaults.\n\n"
+        + table(results) + f"\n\n![C2ST against simulations]({FIGURE})\n\nMachines: "
+        + "; ".join(machines) + ".\n")
 
 
 def main(argv: list[str] | None = None) -> None:

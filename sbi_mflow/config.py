@@ -41,14 +41,14 @@ class ManifoldFlowConfig:
             data's average tangent space (local PCA of the training batch), so the kept
             coordinates begin on the manifold (:mod:`sbi_mflow.flows.alignment`). With the
             default 3 candidate initialisations it gave lower held-out reconstruction
-            errors on 22 of 26 Table 2 seeds (12–32% lower per row; docs/results.md).
+            errors on 22 of 26 Table 2 seeds (12–32% lower per row; CHANGELOG.md).
         graph_layer: make the chart's first layer (after the alignment) an additive
             coupling (a, b) ↦ (a, b + μ(a)) of the d − n normal coordinates b on the n
             tangent ones a, so that the chart can represent a manifold that is the graph
             of a function over its tangent plane with one layer
             (:func:`~sbi_mflow.flows.stack.graph_coupling`). It gave lower held-out
             reconstruction errors on 32 of 40 Table 2 runs and 8 of 10 PolynomialSurface
-            stall seeds (docs/results.md).
+            stall seeds (CHANGELOG.md, 0.2.0.dev2).
     """
 
     spec: ModelSpec

@@ -186,7 +186,7 @@ class ManifoldNLE(NLE):
             learning_rate: AdamW's; default 1e-3 · √(batch / 100).
             manifold_learning_rate: AdamW's in the manifold phase of the M/D schedules;
                 default 3 × ``learning_rate`` (the paper's 1e-3 leaves the chart still
-                improving at the end of a reduced budget; docs/results.md).
+                improving at the end of a reduced budget; CHANGELOG.md).
             weight_decay, clip_max_norm: AdamW settings, per phase.
             cosine_schedule: cosine-anneal each phase's learning rate over its epochs.
             validation_fraction: held-out fraction for early stopping.
@@ -209,7 +209,7 @@ class ManifoldNLE(NLE):
                 manifold phase again from fresh weights up to ``manifold_retries`` times
                 (default 0: since every coupling coordinate is transformed, 0.2.0.dev1, no
                 stall was seen on the polynomial surface, and on data that converges slowly
-                a restart costs a whole manifold phase for little; docs/results.md).
+                a restart costs a whole manifold phase for little; CHANGELOG.md).
             resume_training: continue the stored phases, optimisers, schedules and split
                 (``max_num_epochs`` then counts further epochs).
             retrain_from_scratch: rebuild the network first.

@@ -36,7 +36,7 @@ n̂-manifold that a short phase does not fit, not spread over R^d. Measured: 17 
 directions, which no single chart R¹⁰ covers; the chart leaves 7–9 %), 30–31 % on the lifted
 gaussian_linear (n = 10 in R⁶⁴); full-rank data: 35–42 % at n = d − 1 in R¹⁰ (which the
 fast margin excludes), and near 100 % when d − n is large (benchmarks/manifold_dim.py).
-Otherwise the answer is "no manifold below d". Measured curves are in docs/results.md
+Otherwise the answer is "no manifold below d". Measured curves are in docs/benchmarks.md
 (benchmarks/manifold_dim.py).
 
 References:

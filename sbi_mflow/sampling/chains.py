@@ -20,7 +20,7 @@ Two ways to run C chains, both on Pyro's public API (its kernel protocol, ``MCMC
   else to the chain with the largest error: each divergence counts once per chain that
   diverged, never C times). ``step_size``, ``n_steps`` and ``tree_depth`` are shared.
 
-Which gives more ESS per second is measured in ``benchmarks/nuts.py`` (docs/results.md): the
+Which gives more ESS per second is measured in ``benchmarks/nuts.py`` (docs/benchmarks.md): the
 product state on the 1-D PolynomialSurface posterior, independent chains on the 3-D
 ParticleDecay posterior.
 """

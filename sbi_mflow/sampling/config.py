@@ -55,11 +55,11 @@ class NUTSConfig:
             the 411 s of ``benchmarks/calibration.py`` on the demo model several times
             longer; that benchmark checks the unthinned draws with SBC and TARP).
         min_transitions: post-warm-up transitions per chain at least, with ``thin=None``.
-            Measured on the demo's posterior (docs/results.md): a 1-D posterior with a
-            second mode 2 nats above the first, which NUTS leaves only when a momentum
-            draw carries that much energy, so a few % of transitions cross. At 1000
-            transitions × 10 chains, 1000 draws gave R̂ ≤ 1.0075 and bulk ESS ≥ 954 in
-            all 8 runs (20 chains × 50 transitions: R̂ 1.019–1.122).
+            Measured on the demo's posterior (docs/benchmarks.md, convergence at 1000
+            draws): a 1-D posterior with a second mode 2 nats above the first, which NUTS
+            leaves only when a momentum draw carries that much energy, so a few % of
+            transitions cross. At 1000 transitions × 10 chains, 1000 draws gave R̂ ≤ 1.0075
+            and bulk ESS ≥ 954 in all 8 runs (20 chains × 50 transitions: R̂ 1.019–1.122).
         target_accept_prob: target of the step-size adaptation.
         max_tree_depth: NUTS's maximal number of trajectory doublings (≤ 2^depth − 1
             leapfrog steps per transition).
@@ -74,7 +74,7 @@ class NUTSConfig:
         full_mass: dense instead of diagonal mass matrix (independent chains only: a dense
             matrix over the product space would couple the chains).
         chain_mode: "product" (default) or "independent", see :data:`CHAIN_MODES`. Measured
-            (docs/results.md): product chains gave 2–2.5× more ESS per second on the 1-D
+            (docs/benchmarks.md, nuts): product chains gave 2–2.5× more ESS per second on the 1-D
             PolynomialSurface posterior (Pyro's NUTS mixes poorly on a single 1-D chain),
             independent chains 1.5–2× more on the 3-D ParticleDecay posterior; independent
             chains adapt their own step size and mass matrix and are needed for

@@ -19,8 +19,7 @@ DEFAULT_BATCH = {"cpu": 100, "cuda": 1024}
 REFERENCE_BATCH = 100
 #: The manifold phase's learning rate, as a multiple of ``learning_rate`` when not given:
 #: with the paper's 1e-3 the chart was still improving when a reduced budget ran out, and
-#: 3x gave better charts on every benchmark measured (docs/results.md, "Learning rate of the
-#: manifold phase").
+#: 3x gave better charts on every benchmark measured (CHANGELOG.md, 0.2.0.dev2).
 MANIFOLD_RATE_FACTOR = 3.0
 #: Below this batch size a CUDA step is bound by launch overhead (a warning says so).
 SMALL_CUDA_BATCH = 512

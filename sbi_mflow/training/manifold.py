@@ -3,7 +3,7 @@
 An M-flow is only as good as its learned manifold. Before 0.2.0.dev1 the manifold phase
 stalled at a large reconstruction error on about one seed in three: the coupling stack
 could leave a coordinate (nearly) untransformed (fixed in :mod:`sbi_mflow.flows.stack`).
-Two remedies remain, measured in docs/results.md:
+Two remedies remain (their measurements: ``benchmarks/manifold_stall.py``):
 
 * :func:`select_candidate` (default 3 candidates): ``k`` freshly initialised charts are
   trained for a few epochs each and the one with the lowest validation reconstruction
