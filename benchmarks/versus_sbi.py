@@ -110,21 +110,29 @@ def figure(results: list[dict], path: Path) -> None:
             panel.setdefault(r["method"], {}).setdefault(r["budget"], []).append(
                 statistics.fmean(scores["c2st"]))
     panels = sorted(curves)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
-    for ax, key in zip(axes[0], panels, strict=True):
-        for method in METHODS:
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows),
+                             squeeze=False)
+    for ax, key in zip(axes.flat, panels, strict=False):
+        for colour, method in enumerate(METHODS):  # one colour per method in every panel
             if method in curves[key]:
                 budgets = sorted(curves[key][method])
                 means = [statistics.fmean(curves[key][method][b]) for b in budgets]
-                ax.plot(budgets, means, "o-", label=method)
+                ax.plot(budgets, means, "o-", color=f"C{colour}", label=method)
         ax.set(xscale="log", title=f"{key[0]}, T={key[1]}", xlabel="simulations",
-               ylim=(0.45, 1.0))
+               ylabel="mean C2ST", ylim=(0.45, 1.0))
         ax.axhline(0.5, color="grey", lw=0.5)
-    axes[0][0].set_ylabel("mean C2ST")
-    axes[0][-1].legend(fontsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    handles = {label: handle for ax in axes.flat
+               for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    labels = [method for method in METHODS if method in handles]
+    fig.legend([handles[m] for m in labels], labels, loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
