@@ -172,7 +172,7 @@ def _command(settings: dict[str, Any]) -> str:
     options = []
     for key, default in vars(_parser().parse_args([])).items():
         value = settings.get(key, default)
-        if key in ("label", "top") or value == default:
+        if key == "top" or value == default:
             continue
         flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):

@@ -405,7 +405,8 @@ def render(record: dict[str, Any]) -> str:
            if "stop_after_epochs" in settings else "")
         + f"{settings['samples']} posterior draws. Total {record['total_s'] / 60:.1f} min.\n\n"
         "C2ST against the reference posterior (0.5: indistinguishable) / log p(θ_true | x_o) "
-        f"(higher is better); the reference against a second draw of itself gives "
+        f"(an over-confident posterior can score above the reference's own value, so read it "
+        f"beside the C2ST); the reference against a second draw of itself gives "
         f"{reference['c2st']:.3f} / {reference['log_posterior_true_theta']:.2f}, the prior "
         f"{prior['c2st']:.3f} / {prior['log_posterior_true_theta']:.2f}:\n\n"
         + table(quality) + footnote
