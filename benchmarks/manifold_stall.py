@@ -28,8 +28,6 @@ files for ``docs/benchmarks.md`` (``--report`` prints it).
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import time
 import warnings
@@ -39,7 +37,6 @@ import torch
 
 import sbi_mflow
 from benchmarks._results import (
-    RESULTS,
     describe_machine,
     load_result,
     machine,
@@ -126,10 +123,7 @@ def main() -> None:
     torch.set_num_threads(1)
     name = "manifold_stall" + ("" if args.simulator == "polynomial-surface"
                                else f"_{args.simulator.replace('-', '_')}")
-    path = RESULTS / f"{name}.json"
-    previous = json.loads(path.read_text())["runs"] if path.exists() else []
-    runs = [r for r in previous if (r["variant"], r["seed"]) not in
-            {(v, s) for v in args.variants for s in args.seeds}]
+    runs = []
     for variant in args.variants:
         for seed in args.seeds:
             row = run(variant, seed, args.simulator, args.simulations, args.epochs)
@@ -168,7 +162,7 @@ def _surface_table(groups: dict[str, list[dict[str, Any]]]) -> str:
     rows = []
     for variant, runs in groups.items():
         values = [r["reconstruction_mse"] for r in runs]
-        rows.append([f"`{_label(variant)}`", _options(variant),
+        rows.append([f"`{variant}`", _options(variant),
                      " ".join(f"{v:.4f}" for v in values), f"{max(values):.4f}",
                      f"{statistics.median(values):.4f}", sum(v > TARGET for v in values),
                      sum(bool(r.get("stall_warning")) for r in runs),
@@ -191,7 +185,7 @@ def _particle_table(groups: dict[str, list[dict[str, Any]]]) -> str:
         for r in runs:
             check = r.get("manifold_check") or {}
             ratio = check.get("ratio")
-            rows.append([f"`{_label(variant)}`", _options(variant), r["seed"],
+            rows.append([f"`{variant}`", _options(variant), r["seed"],
                          f"{r['reconstruction_mse']:.3g}",
                          f"{r['standardized_mse_per_coordinate']:.3g}",
                          f"{ratio:.3f}" if ratio is not None else "–",
@@ -199,16 +193,6 @@ def _particle_table(groups: dict[str, list[dict[str, Any]]]) -> str:
     return markdown_table(
         ["variant", "options", "seed", "E‖x − g(e(x))‖²", "per standardised coordinate",
          "stall check: chart ÷ linear", "stall warning", "s"], rows)
-
-
-def _split(record: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]],
-                                             dict[str, list[dict[str, Any]]]]:
-    """The variants of the recorded command, and the rows kept from earlier runs."""
-    settings = record.get("settings", {})
-    ran = {(v, s) for v in settings.get("variants", []) for s in settings.get("seeds", [])}
-    groups = _by_variant(record["runs"])
-    this = {v: rs for v, rs in groups.items() if all((v, r["seed"]) in ran for r in rs)}
-    return this, {v: rs for v, rs in groups.items() if v not in this}
 
 
 def _comparison(groups: dict[str, list[dict[str, Any]]], key: str, fmt: str) -> str:
@@ -224,13 +208,8 @@ def _comparison(groups: dict[str, list[dict[str, Any]]], key: str, fmt: str) -> 
     median_a = statistics.median(x for x, _ in pairs)
     median_b = statistics.median(y for _, y in pairs)
     return (f" `{a}` has the lower error on {lower} of {len(pairs)} seeds, and a median of "
-            f"{median_a:{fmt}} against {median_b:{fmt}} for `{_label(b)}` "
+            f"{median_a:{fmt}} against {median_b:{fmt}} for `{b}` "
             f"(ratio {median_b / median_a:.1f}).")
-
-
-def _label(variant: str) -> str:
-    """The variant's name without a commit hash in brackets."""
-    return re.sub(r"\s*\([0-9a-f]{7,40}\)", "", variant)
 
 
 def section() -> str:
@@ -249,15 +228,14 @@ def section() -> str:
         "on fresh simulations, and per standardised coordinate, (1/d) E‖(x − g(e(x))) / σ‖² "
         "with σ the training data's standard deviations; \"stall warnings\" counts the runs "
         "whose trainer raised `ManifoldStallWarning`. Variants are the library defaults with "
-        "the options shown; a rerun of a variant replaces its rows in the JSON and keeps the "
-        "others, so a file can hold rows from runs of more than one library version."]
+        "the options shown; each file holds one run of the script."]
     for record, title, command, table in (
             (surface, "PolynomialSurface", "", _surface_table),
             (particle, "ParticleDecay", " --simulator particle-decay", None)):
         if record is None:
             continue
         settings = record.get("settings", {})
-        this, earlier = _split(record)
+        this = _by_variant(record["runs"])
         variants = " ".join(settings.get("variants", []))
         seeds = " ".join(str(s) for s in settings.get("seeds", []))
         text = (f"### {title} (`python -m benchmarks.manifold_stall{command} --simulations "
@@ -269,21 +247,12 @@ def section() -> str:
             text += (f"the target is E‖x − g(e(x))‖² ≤ {TARGET:g} on every seed."
                      + _comparison(this, "reconstruction_mse", ".4f") + "\n\n"
                      + _surface_table(this))
-            if earlier:
-                text += ("\n\nRows of the same file from earlier runs of this script (the file "
-                         "does not record their library version; the library defaults then "
-                         "may differ from those above, so compare these rows with each other):"
-                         "\n\n" + _surface_table(earlier))
         else:
             text += (f"the target is {TARGET_STANDARDIZED:g} per standardised coordinate. "
                      "\"Stall check\" is the trainer's ratio of the chart's validation "
                      "reconstruction error to the best linear chart's."
                      + _comparison(this, "standardized_mse_per_coordinate", ".3g") + "\n\n"
                      + _particle_table(this))
-            if earlier:
-                text += ("\n\nRows of the same file from earlier runs of this script (library "
-                         "version not recorded; compare these rows with each other):\n\n"
-                         + _particle_table(earlier))
         parts.append(text + f"\n\nMachine: {describe_machine(record)}.")
     return "\n\n".join(parts) + "\n"
 
