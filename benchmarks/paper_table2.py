@@ -331,7 +331,7 @@ def section() -> str:
 def _budget_text(result: dict) -> str:
     settings = result.get("settings") or result.get("budget", {})
     keys = ("simulations", "epochs", "density_epochs", "batch", "outer_layers",
-            "inner_layers", "hidden_features", "bins")
+            "inner_layers", "hidden_features", "bins", "compile")
     return ", ".join(f"{k} {settings[k]}" for k in keys if k in settings)
 
 
