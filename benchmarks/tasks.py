@@ -142,15 +142,19 @@ def lifted_gaussian_linear() -> Task:
                 chart=lift.manifold_chart)
 
 
+def _slcp_covariance(theta: Tensor) -> Tensor:
+    """SLCP's covariance S(θ) (N, 2, 2): standard deviations θ_2², θ_3², correlation tanh θ_4
+    (plus sbibm's 1e-6 on the diagonal)."""
+    s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, torch.tanh(theta[:, 4])
+    return torch.stack([torch.stack([s1**2 + 1e-6, rho * s1 * s2], -1),
+                        torch.stack([rho * s1 * s2, s2**2 + 1e-6], -1)], -2)
+
+
 def slcp(theta: Tensor) -> Tensor:
     """sbibm 1.1.0's SLCP simulator: 4 iid draws of N(m, S) with m = θ_{0,1}, standard
     deviations θ_2², θ_3², correlation tanh θ_4, flattened to (N, 8) in sbibm's order."""
-    s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, torch.tanh(theta[:, 4])
-    cov = torch.empty(theta.shape[0], 2, 2, dtype=theta.dtype)
-    cov[:, 0, 0] = s1**2 + 1e-6
-    cov[:, 0, 1] = cov[:, 1, 0] = rho * s1 * s2
-    cov[:, 1, 1] = s2**2 + 1e-6
-    normal = torch.distributions.MultivariateNormal(theta[:, :2].unsqueeze(1), cov.unsqueeze(1))
+    normal = torch.distributions.MultivariateNormal(theta[:, :2].unsqueeze(1),
+                                                    _slcp_covariance(theta).unsqueeze(1))
     return normal.expand((theta.shape[0], 4)).sample().reshape(theta.shape[0], 8)
 
 
@@ -158,10 +162,7 @@ def slcp_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
     """log p(x | θ) of SLCP for θ (N, 5) and T trials x (T, 8): the 4T 2-D points are iid
     N(m, S) (:func:`slcp`). Returns (N,)."""
     points = x.reshape(-1, 2).to(theta.dtype)  # (4T, 2)
-    s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, torch.tanh(theta[:, 4])
-    cov = torch.stack([torch.stack([s1**2 + 1e-6, rho * s1 * s2], -1),
-                       torch.stack([rho * s1 * s2, s2**2 + 1e-6], -1)], -2)
-    normal = torch.distributions.MultivariateNormal(theta[:, :2], cov)
+    normal = torch.distributions.MultivariateNormal(theta[:, :2], _slcp_covariance(theta))
     return normal.log_prob(points.unsqueeze(1)).sum(0)
 
 
