@@ -146,13 +146,15 @@ def section() -> str:
     if not results:
         return ""
     machines = sorted({describe_machine(r) for r in results})
+    draws = " or ".join(sorted({str(r["settings"]["draws"]) for r in results}))
     return (
         "## sbi-mflow against sbi's estimators (`python -m benchmarks.versus_sbi`)\n\n"
         "Every method of a (task, simulations, seed) trains on the same simulations and is "
-        "scored on observations 1–5 by C2ST against the task's reference posterior (0.5: "
-        "indistinguishable), 1000 draws each. Mean over the observations, then over the seeds "
-        "(their range in brackets); \"worst obs.\" is the largest C2ST of any observation and "
-        "seed; times are per run (sampling: all five observations). Methods: sbi's NLE, NPE "
+        f"scored on observations 1–{NUM_OBSERVATIONS} by C2ST against the task's reference "
+        f"posterior (0.5: indistinguishable), {draws} draws each. Mean over the observations, "
+        "then over the seeds (their range in brackets); \"worst obs.\" is the largest C2ST "
+        "of any observation and seed; times are per run (sampling: all observations). "
+        "Methods: sbi's NLE, NPE "
         "(for T > 1 through its MCMC potential) and NPSE (its `iid_method`); FOM, the inner "
         "flow on the task's true chart; M-flow and Me-flow with the library's defaults.\n\n"
         + table(results) + f"\n\n![C2ST against simulations]({FIGURE})\n\nMachines: "
