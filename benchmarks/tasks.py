@@ -12,7 +12,8 @@ is known (for FOM, the flow on the prescribed manifold).
   N(Σᵢ xᵢ / (T + 1), 0.1 / (T + 1) · I) of prior N(0, 0.1 I) and likelihood N(θ, 0.1 I).
 * ``lifted_slcp`` (R^8 → R^48, scale 3): sbibm's SLCP (4 iid 2-D Gaussian draws whose mean,
   scales and correlation θ sets). T = 1: sbibm's observations and references; T = 20: θ_k
-  from the prior with seed k, and NUTS on the exact likelihood (:func:`slcp_reference`).
+  from the prior with seed k, and NUTS on the exact likelihood (:func:`slcp_reference`; the
+  draws are committed under ``benchmarks/references/``).
 * ``polynomial_surface`` (the paper's Table 2 simulator, R^3, n = 2), T = 20: θ_k drawn from
   the prior with seed k; the simulator's grid reference posterior.
 * ``particle_decay`` (R^40, n = 10), T = 1 and 20: θ_k from the prior with seed k; the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -76,11 +78,13 @@ def _seeded_theta(prior: Distribution, k: int) -> Tensor:
     return prior.sample((1,))
 
 
-def _cached(name: str, draw: Callable[[], Tensor]) -> Tensor:
-    """Reference draws that take minutes to make, kept in the sbi-mflow cache folder."""
-    from simulators.lorenz import cache_dir
+#: Reference draws that take minutes to make, committed with the benchmarks.
+REFERENCES = Path(__file__).parent / "references"
 
-    path = cache_dir() / "references" / f"{name}.pt"
+
+def _cached(name: str, draw: Callable[[], Tensor]) -> Tensor:
+    """``REFERENCES/<name>.pt``, drawn by ``draw`` and saved when it is not there."""
+    path = REFERENCES / f"{name}.pt"
     if path.exists():
         return torch.load(path)
     draws = draw()
