@@ -26,9 +26,9 @@ Each (row, seed) result is written to ``--cache``/``n<simulations>-e<epochs>/<ro
 as soon as it is done, with its settings; a rerun skips a result whose settings (budget,
 architecture, library version) are those asked for and redoes the others, so an interrupted
 run resumes, runs can be split across processes (``--rows``, ``--seeds``), and the folder
-holds the latest result of every row (earlier ones are in git). The AF row, longer than a
-working session at 10^5 on the CPU, also checkpoints every ``--af-chunk`` epochs
-(``<row>-seed<k>.checkpoint`` beside the JSON) and resumes from there. ``--report`` only
+holds the latest result of every row (earlier ones are in git). The AF row (sbi's own
+training loop) also checkpoints every ``--af-chunk`` epochs (``<row>-seed<k>.checkpoint``
+beside the JSON) and resumes from there. ``--report`` only
 prints the table. Commands::
 
     python -m benchmarks.paper_table2                      # reduced budget (< 2 h, 2 cores)
