@@ -26,10 +26,8 @@ Each (row, seed) result is written to ``--cache``/``n<simulations>-e<epochs>/<ro
 as soon as it is done, with its settings; a rerun skips a result whose settings (budget,
 architecture, library version) are those asked for and redoes the others, so an interrupted
 run resumes, runs can be split across processes (``--rows``, ``--seeds``), and the folder
-holds the latest result of every row (earlier ones are in git). The AF row (sbi's own
-training loop) also checkpoints every ``--af-chunk`` epochs (``<row>-seed<k>.checkpoint``
-beside the JSON) and resumes from there. ``--report`` only
-prints the table. Commands::
+holds the latest result of every row (earlier ones are in git). ``--report`` only prints the
+table. Commands::
 
     python -m benchmarks.paper_table2                      # reduced budget (< 2 h, 2 cores)
     python -m benchmarks.paper_table2 --full               # the paper's budget (10^5 samples)
@@ -113,55 +111,26 @@ def _data(simulator: PolynomialSurface, args: argparse.Namespace, seed: int) -> 
     return dict(theta=theta, x=x, score=score, x_test=x_test, x_ood=x_ood, x_obs=x_test[:20])
 
 
-def _train_af(data: dict, args: argparse.Namespace, checkpoint: Path):
-    """sbi's NLE with its NSF, trained in chunks of ``--af-chunk`` epochs through sbi's own
-    ``train(resume_training=True)``; after each chunk the pickled inference object, the torch
-    RNG state and the seconds so far go to ``checkpoint``, so a run that outlives its process
-    resumes there. (At a chunk's end sbi restores the best weights so far when the last epoch
-    was not the best, as it does at the end of any ``train``.)"""
+def _train(row: str, data: dict, args: argparse.Namespace, seed: int):
     from sbi.inference import NLE
     from sbi.neural_nets import likelihood_nn
 
-    settings = _budget(args)
-    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
-    if state is not None and state["settings"] == settings:
-        inference, seconds = state["inference"], state["seconds"]
-        torch.set_rng_state(state["rng"])
-        print(f"  resumed AF at epoch {inference.epoch} ({seconds:.0f} s so far)", flush=True)
-    else:
-        # Same number of coupling layers overall as the manifold models (outer + inner).
-        build = likelihood_nn("nsf", num_transforms=args.outer_layers + args.inner_layers,
-                              hidden_features=args.hidden_features, num_bins=args.bins)
-        inference = NLE(prior_on_device(PolynomialSurface().prior, args.device),
-                        density_estimator=build, show_progress_bars=False, device=args.device)
-        inference.append_simulations(data["theta"], data["x"])
-        seconds = 0.0
-    estimator = None
-    while estimator is None or inference.epoch <= args.epochs:
-        resume = hasattr(inference, "epoch")
-        start = time.perf_counter()
-        estimator = inference.train(
-            max_num_epochs=min(getattr(inference, "epoch", 0) + args.af_chunk - 1, args.epochs),
-            training_batch_size=args.batch, learning_rate=1e-3, stop_after_epochs=args.epochs,
-            resume_training=resume,
-        )
-        seconds += time.perf_counter() - start
-        print(f"  AF: {inference.epoch} epochs, {seconds:.0f} s", flush=True)
-        if inference.epoch <= args.epochs:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"inference": inference, "rng": torch.get_rng_state(),
-                        "seconds": seconds, "settings": settings}, checkpoint)
-    durations = inference.summary["epoch_durations_sec"]
-    return estimator, [{"phase": "af", "seconds": float(t)} for t in durations], seconds
-
-
-def _train(row: str, data: dict, args: argparse.Namespace, seed: int, checkpoint: Path):
     _, model, schedule = ROWS[row]
     prior = PolynomialSurface().prior
     torch.manual_seed(seed)
     device = args.device
     if model == "af":
-        return _train_af(data, args, checkpoint)
+        # Same number of coupling layers overall as the manifold models (outer + inner).
+        build = likelihood_nn("nsf", num_transforms=args.outer_layers + args.inner_layers,
+                              hidden_features=args.hidden_features, num_bins=args.bins)
+        inference = NLE(prior_on_device(prior, device), density_estimator=build,
+                        show_progress_bars=False, device=device)
+        estimator = inference.append_simulations(data["theta"], data["x"]).train(
+            max_num_epochs=args.epochs, training_batch_size=100, learning_rate=1e-3,
+            stop_after_epochs=args.epochs,
+        )
+        seconds = inference.summary.get("epoch_durations_sec", [])
+        return estimator, [{"phase": "af", "seconds": float(t)} for t in seconds]
     chart = CHARTS[model]() if model in CHARTS else None
     build = sbi_mflow.manifold_likelihood_nn(
         model, 2, chart=chart, outer_layers=args.outer_layers, inner_layers=args.inner_layers,
@@ -179,7 +148,7 @@ def _train(row: str, data: dict, args: argparse.Namespace, seed: int, checkpoint
         options["density_epochs"] = args.density_epochs
     estimator = inference.train(**options)
     return estimator, [{"phase": e["phase"], "seconds": e["seconds"]}
-                       for e in inference.summary["phases"]], None
+                       for e in inference.summary["phases"]]
 
 
 def _model_samples(estimator, num: int) -> torch.Tensor:
@@ -232,21 +201,19 @@ def evaluate(row: str, estimator, data: dict, args: argparse.Namespace) -> dict:
     return result
 
 
-def run_one(row: str, seed: int, args: argparse.Namespace, checkpoint: Path) -> dict:
+def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     simulator = PolynomialSurface()
     data = _data(simulator, args, seed)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimator, epochs, resumed_seconds = _train(row, data, args, seed, checkpoint)
-    train_seconds = resumed_seconds or time.perf_counter() - start
+        estimator, epochs = _train(row, data, args, seed)
+    train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate(row, estimator, data, args)
     result.update(row=row, seed=seed, train_seconds=train_seconds,
                   eval_seconds=time.perf_counter() - start,
                   epoch_seconds=epochs)
-    if row == "af":
-        result["af_chunk"] = args.af_chunk
     return result
 
 
@@ -402,8 +369,6 @@ def main(argv: list[str] | None = None) -> None:
                         "step: true, false or auto (CUDA only). Default: true with --full "
                         "(on the CPU a compiled epoch is 1.5-2x faster, and compiling takes "
                         "minutes, which runs of 50 epochs at 10^5 pay back), else auto")
-    parser.add_argument("--af-chunk", type=int, default=5,
-                        help="AF epochs between checkpoints (a killed run resumes there)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--generate", type=int, default=10_000)
@@ -432,13 +397,11 @@ def main(argv: list[str] | None = None) -> None:
                 path = _cache_file(args.cache, args.simulations, args.epochs, row, seed)
                 if _is_current(path, settings):
                     continue
-                checkpoint = path.with_suffix(".checkpoint")
-                result = run_one(row, seed, args, checkpoint)
+                result = run_one(row, seed, args)
                 result.update(settings=settings, commit=git_commit(),
                               machine=machine(args.device))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=1))
-                checkpoint.unlink(missing_ok=True)
                 print(f"{row:12s} seed {seed}: " + ", ".join(
                     f"{k} {_fmt(result[k], 4)}" for k in METRICS)
                     + f", train {result['train_seconds']:.0f} s, eval "
