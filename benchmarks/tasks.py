@@ -23,6 +23,7 @@ is known (for FOM, the flow on the prescribed manifold).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,9 @@ def _cached(name: str, draw: Callable[[], Tensor]) -> Tensor:
         return torch.load(path)
     draws = draw()
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(draws, path)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save(draws, partial)
+    os.replace(partial, path)  # another process never reads a half-written file
     return draws
 
 

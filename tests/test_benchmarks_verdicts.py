@@ -1,0 +1,43 @@
+"""The versus-sbi bar (``benchmarks.versus_sbi.verdicts``) on hand-made results."""
+
+import pytest
+
+versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
+
+
+def _run(method: str, seed: int, c2st: list[float], task: str = "polynomial_surface") -> dict:
+    return {"task": task, "method": method, "budget": 10_000, "seed": seed,
+            "train_seconds": 1.0, "trials": {"20": {"c2st": c2st, "sample_seconds": 1.0}}}
+
+
+def _line(lines: list[str], task: str) -> str:
+    return next(line for line in lines if line.startswith(f"- {task}:"))
+
+
+def test_comparisons_use_only_the_seeds_both_methods_ran():
+    """sbi's NPE ran seed 1 only: the M-flow's seed 0 (much better) must not enter its mean."""
+    results = [_run("mflow", 0, [0.50] * 5), _run("mflow", 1, [0.80] * 5),
+               _run("sbi_npe", 1, [0.70] * 5), _run("fom", 0, [0.52] * 5)]
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert "not below sbi_npe (0.800 against 0.700, seed 1)" in line
+    assert "M-flow − FOM -0.0200 (met" in line  # seed 0 only: 0.50 − 0.52
+    assert "Not run with the M-flow's seeds: sbi_nle, sbi_npse." in line
+
+
+def test_observation_excess_and_mean_gap_are_judged_against_their_targets():
+    """Mean gap +0.02 (met) but one observation +0.15 above FOM's (missed)."""
+    results = [_run("mflow", 0, [0.65, 0.60, 0.60, 0.60, 0.60]),
+               _run("fom", 0, [0.50, 0.60, 0.60, 0.60, 0.60])]
+    for method in versus_sbi.SBI_METHODS:
+        results.append(_run(method, 0, [0.9] * 5))
+    lines = versus_sbi.verdicts(results)
+    line = _line(lines, "polynomial_surface")
+    assert "M-flow − FOM +0.0300 (met" in line  # mean 0.61 − 0.58: at the target
+    assert "largest excess over FOM on one observation +0.1500 (missed" in line
+    assert lines[-1].endswith("no.")
+
+
+def test_no_common_seed_with_fom_reports_it_as_not_run():
+    results = [_run("mflow", 1, [0.6] * 5), _run("fom", 0, [0.6] * 5)]
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert "fom." in line and "Not run with the M-flow's seeds" in line
