@@ -165,7 +165,9 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         else:
             parts.append("no true chart, so no FOM")
         met_everywhere &= not missing
-        text = f"- {task}: " + ("; ".join(parts) if parts else "no comparison run yet")
+        own = statistics.fmean(statistics.fmean(v) for v in mflow.values())
+        text = (f"- {task}: M-flow {own:.3f} ({_seeds(sorted(mflow))}); "
+                + ("; ".join(parts) if parts else "no comparison run yet"))
         lines.append(text + (f". Not run with the M-flow's seeds: {', '.join(missing)}."
                              if missing else "."))
     lines.append(f"\nBar met on every task: {'yes' if met_everywhere else 'no'}.")
