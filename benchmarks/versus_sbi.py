@@ -126,11 +126,12 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
     mean C2ST below every sbi method's, within +0.03 of FOM's, and no observation more than
     +0.10 above FOM's; each comparison over the seeds both methods ran (same data)."""
     lines, met_everywhere = [], True
-    for task in TASKS:
-        mflow = _per_observation(results, task, trials, budget, "mflow")
-        if trials not in TASKS[task]().trials:
+    for task, make_task in TASKS.items():
+        spec = make_task()
+        if trials not in spec.trials:
             lines.append(f"- {task}: no reference posterior for T = {trials}.")
             continue
+        mflow = _per_observation(results, task, trials, budget, "mflow")
         if not mflow:
             met_everywhere = False
             lines.append(f"- {task}: no M-flow run with T = {trials} yet.")
@@ -160,7 +161,7 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
                          f"target ≤ +0.03, {_seeds(seeds)})")
             parts.append(f"largest excess over FOM on one observation {excess:+.4f} "
                          f"({'met' if excess_met else 'missed'}; target ≤ +0.10)")
-        elif TASKS[task]().chart is not None:
+        elif spec.chart is not None:
             missing.append("fom")
         else:
             parts.append("no true chart, so no FOM")
