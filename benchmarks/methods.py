@@ -16,7 +16,10 @@ Each method trains on (θ, x) and returns a :class:`Fitted`, whose ``sample(num,
   approaches), library defaults (the density phase gets the sequential schedule's
   manifold-phase epochs, as the M-flow's);
 * ``mflow``, ``meflow``: ``ManifoldNLE`` with the library's defaults; NUTS posterior,
-  ``sample_batched`` over the observations.
+  ``sample_batched`` over the observations;
+* ``exact_likelihood``: no training; the same NUTS posterior on the task's true likelihood
+  (tasks with a tractable one). Against ``fom`` and ``mflow`` it says what the sampler alone
+  leaves: the C2ST a perfect likelihood estimator would get.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+from sbi.neural_nets.estimators.base import ConditionalDensityEstimator
 from torch import Tensor
 
 import sbi_mflow
 from sbi_mflow.tracking import NullTracker
 from sbi_mflow.training import TrainConfig
 
-__all__ = ["METHODS", "NEEDS_CHART", "Fitted"]
+__all__ = ["METHODS", "NEEDS_CHART", "NEEDS_LIKELIHOOD", "Fitted"]
 
 
 @dataclass
@@ -142,6 +146,47 @@ def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
 
 
+class _TrueLikelihood(ConditionalDensityEstimator):
+    """A task's log p(x | θ) as an sbi likelihood estimator (float64; not trainable)."""
+
+    def __init__(self, log_likelihood: Callable[[Tensor, Tensor], Tensor], data_dim: int,
+                 param_dim: int) -> None:
+        # One float64 parameter: the sampler takes its device and dtype from the parameters.
+        net = torch.nn.Linear(1, 1, dtype=torch.float64).requires_grad_(False)
+        super().__init__(net, torch.Size([data_dim]), torch.Size([param_dim]))
+        self.log_likelihood = log_likelihood
+
+    def log_prob(self, input: Tensor, condition: Tensor, **kwargs) -> Tensor:
+        """x (S, B, d), θ (B, p) → (S, B)."""
+        x = input.double()
+        theta = condition.double().expand(x.shape[0], *condition.shape)
+        values = self.log_likelihood(x.reshape(-1, x.shape[-1]),
+                                     theta.reshape(-1, theta.shape[-1]))
+        return values.reshape(x.shape[:2])
+
+    def loss(self, input: Tensor, condition: Tensor, **kwargs) -> Tensor:
+        raise NotImplementedError("The true likelihood is not trained.")
+
+    def sample(self, sample_shape: torch.Size, condition: Tensor, **kwargs) -> Tensor:
+        raise NotImplementedError("Simulate with the task instead.")
+
+
+def exact_likelihood(task, theta: Tensor | None, x: Tensor | None, seed: int) -> Fitted:
+    if task.log_likelihood is None:
+        raise ValueError(f"{task.name} has no tractable likelihood.")
+    data_dim = task.observe(1, task.trials[0]).shape[-1]
+    param_dim = task.prior.sample((1,)).shape[-1]
+    estimator = _TrueLikelihood(task.log_likelihood, data_dim, param_dim)
+    posterior = sbi_mflow.nuts_posterior(estimator, task.prior)
+
+    def sample(num: int, xs: Tensor) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return posterior.sample_batched((num,), x=xs, show_progress_bars=False)
+
+    return Fitted(sample, 0.0, {})
+
+
 METHODS: dict[str, Callable[..., Fitted]] = {
     "sbi_nle": sbi_nle,
     "sbi_npe": sbi_npe,
@@ -150,7 +195,10 @@ METHODS: dict[str, Callable[..., Fitted]] = {
     "fom": partial(_manifold, "fom"),
     "mflow": partial(_manifold, "mflow"),
     "meflow": partial(_manifold, "meflow"),
+    "exact_likelihood": exact_likelihood,
 }
 
 #: Methods that need the task's true chart (a task without one has no row for them).
 NEEDS_CHART = frozenset({"fom", "sbi_nle_true_chart"})
+#: Methods that need the task's true likelihood; they use no simulations (budget 0).
+NEEDS_LIKELIHOOD = frozenset({"exact_likelihood"})

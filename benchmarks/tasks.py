@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["TASKS", "Task", "slcp", "slcp_log_likelihood", "slcp_reference", "two_moons",
-           "two_moons_lift"]
+__all__ = ["TASKS", "Task", "slcp", "slcp_log_likelihood", "slcp_pointwise_log_likelihood",
+           "slcp_reference", "two_moons", "two_moons_lift"]
 
 NUM_OBSERVATIONS = 5
 
@@ -71,6 +71,8 @@ class Task:
     observe: Callable[[int, int], Tensor]  # (k, T) -> x_o (T, D)
     reference: Callable[[int, int, int], Tensor]  # (k, T, num) -> θ draws (num, p)
     chart: Callable[[], torch.nn.Module] | None = None
+    #: log p(x_m | θ_m) up to a θ-free constant: (x (M, D), θ (M, p)) -> (M,).
+    log_likelihood: Callable[[Tensor, Tensor], Tensor] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -145,8 +147,12 @@ def lifted_gaussian_linear() -> Task:
                                                                         dtype=torch.float64)
         return draws.float()
 
+    def log_likelihood(x: Tensor, theta: Tensor) -> Tensor:
+        u = lift.inverse(x.double())
+        return torch.distributions.Normal(theta.double(), math.sqrt(variance)).log_prob(u).sum(-1)
+
     return Task("lifted_gaussian_linear", prior, simulate, dim, (1, 20), observe, reference,
-                chart=lift.manifold_chart)
+                chart=lift.manifold_chart, log_likelihood=log_likelihood)
 
 
 def _slcp_covariance(theta: Tensor) -> Tensor:
@@ -171,6 +177,13 @@ def slcp_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
     points = x.reshape(-1, 2).to(theta.dtype)  # (4T, 2)
     normal = torch.distributions.MultivariateNormal(theta[:, :2], _slcp_covariance(theta))
     return normal.log_prob(points.unsqueeze(1)).sum(0)
+
+
+def slcp_pointwise_log_likelihood(x: Tensor, theta: Tensor) -> Tensor:
+    """log p(x_m | θ_m) of SLCP for pairs x (M, 8), θ (M, 5): (M,)."""
+    points = x.reshape(-1, 4, 2).transpose(0, 1).to(theta.dtype)  # (4, M, 2)
+    normal = torch.distributions.MultivariateNormal(theta[:, :2], _slcp_covariance(theta))
+    return normal.log_prob(points).sum(0)
 
 
 def slcp_reference(x: Tensor, num: int, seed: int) -> Tensor:
@@ -214,7 +227,9 @@ def lifted_slcp() -> Task:
             lift.inverse(observe(k, trials)), num, seed=20_000 + k))
 
     return Task("lifted_slcp", prior, lambda theta: lift(slcp(theta)), 8, (1, 20), observe,
-                reference, chart=lift.manifold_chart)
+                reference, chart=lift.manifold_chart,
+                log_likelihood=lambda x, theta: slcp_pointwise_log_likelihood(
+                    lift.inverse(x.double()), theta.double()))
 
 
 def polynomial_surface() -> Task:
@@ -231,7 +246,8 @@ def polynomial_surface() -> Task:
         return simulator.reference_posterior(observe(k, trials).double(), num).float()
 
     return Task("polynomial_surface", simulator.prior, simulator, simulator.manifold_dim, (20,),
-                observe, reference, chart=simulator.manifold_chart)
+                observe, reference, chart=simulator.manifold_chart,
+                log_likelihood=simulator.log_likelihood)
 
 
 def particle_decay() -> Task:
@@ -249,7 +265,8 @@ def particle_decay() -> Task:
         return simulator.reference_posterior(observe(k, trials).double(), num).float()
 
     return Task("particle_decay", simulator.prior, simulator, simulator.manifold_dim, (1, 20),
-                observe, reference, notes=["no true chart exposed: no FOM row"])
+                observe, reference, log_likelihood=simulator.log_likelihood,
+                notes=["no true chart exposed: no FOM row"])
 
 
 TASKS: dict[str, Callable[[], Task]] = {

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._results import RESULTS, describe_machine, git_commit, machine
-from benchmarks.methods import METHODS, NEEDS_CHART
+from benchmarks.methods import METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 
 OUT = RESULTS / "versus_sbi"
@@ -42,12 +42,13 @@ def result_path(out: Path, task: str, method: str, budget: int, seed: int) -> Pa
 
 def run_one(task, method: str, budget: int, seed: int, draws: int) -> dict:
     """Train ``method`` on ``budget`` simulations of ``task`` (seed ``seed``) and score its
-    posterior on observations 1–5 for every T of the task."""
+    posterior on observations 1–5 for every T of the task (budget 0: a method that uses no
+    simulations)."""
     from sbi_mflow.metrics import c2st
 
     torch.manual_seed(seed)
-    theta = task.prior.sample((budget,))
-    x = task.simulate(theta)
+    theta = task.prior.sample((budget,)) if budget else None
+    x = task.simulate(theta) if budget else None
     fitted = METHODS[method](task, theta, x, seed)
     result = {"task": task.name, "method": method, "budget": budget, "seed": seed,
               "train_seconds": fitted.train_seconds, "info": fitted.info, "trials": {}}
@@ -88,7 +89,7 @@ def table(results: list[dict]) -> str:
         worst = max(max(run["c2st"]) for run in runs)
         spread = f" ({min(means):.3f}–{max(means):.3f})" if len(runs) > 1 else ""
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {statistics.fmean(means):.3f}"
+            f"| {key[0]} | {key[1]} | {key[2] or '–'} | {key[3]} | {statistics.fmean(means):.3f}"
             f"{spread} | {worst:.3f} | {len(runs)} "
             f"| {statistics.fmean(r['train'] for r in runs):.0f} "
             f"| {statistics.fmean(r['sample_seconds'] for r in runs):.0f} |")
@@ -165,6 +166,10 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
             missing.append("fom")
         else:
             parts.append("no true chart, so no FOM")
+        exact = _per_observation(results, task, trials, 0, "exact_likelihood")
+        if exact:
+            parts.append("the sampler on the true likelihood (no estimator error) "
+                         f"{statistics.fmean(statistics.fmean(v) for v in exact.values()):.3f}")
         met_everywhere &= not missing
         own = statistics.fmean(statistics.fmean(v) for v in mflow.values())
         text = (f"- {task}: M-flow {own:.3f} ({_seeds(sorted(mflow))}); "
@@ -177,7 +182,7 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
 
 def figure(results: list[dict], path: Path) -> None:
     """C2ST against simulations, one panel per (task, T) and one line per method (mean over
-    observations 1–5 and seeds)."""
+    observations 1–5 and seeds); a method that uses no simulations is a dashed level."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +201,10 @@ def figure(results: list[dict], path: Path) -> None:
                              squeeze=False)
     for ax, key in zip(axes.flat, panels, strict=False):
         for colour, method in enumerate(METHODS):  # one colour per method in every panel
-            if method in curves[key]:
+            if method in curves[key] and 0 in curves[key][method]:  # uses no simulations
+                ax.axhline(statistics.fmean(curves[key][method][0]), color=f"C{colour}",
+                           ls="--", lw=1, label=method)
+            elif method in curves[key]:
                 budgets = sorted(curves[key][method])
                 means = [statistics.fmean(curves[key][method][b]) for b in budgets]
                 ax.plot(budgets, means, "o-", color=f"C{colour}", label=method)
@@ -238,7 +246,8 @@ def section() -> str:
         "(for T > 1 through its MCMC potential) and NPSE (its `iid_method`); FOM, the inner "
         "flow on the task's true chart; sbi_nle_true_chart, sbi's NLE on that chart's "
         "coordinates (against FOM: sbi's NSF and MCMC for our inner flow and NUTS); M-flow "
-        "and Me-flow with the library's defaults.\n\n"
+        "and Me-flow with the library's defaults; exact_likelihood, the same NUTS sampler on "
+        "the task's true likelihood (no simulations: what the sampler alone leaves).\n\n"
         + table(results)
         + "\n\nWith T = 20 trials at 10⁴ simulations, the M-flow against the bar (mean C2ST "
         "below every sbi method's on the same data, within +0.03 of FOM's, no observation "
@@ -270,12 +279,15 @@ def main(argv: list[str] | None = None) -> None:
                 for name in args.tasks:
                     task = TASKS[name]()
                     for method in args.methods:
-                        path = result_path(args.out, name, method, budget, seed)
                         if method in NEEDS_CHART and task.chart is None:
                             continue
+                        if method in NEEDS_LIKELIHOOD and task.log_likelihood is None:
+                            continue
+                        used = 0 if method in NEEDS_LIKELIHOOD else budget
+                        path = result_path(args.out, name, method, used, seed)
                         if path.exists() and not args.force:
                             continue
-                        result = run_one(task, method, budget, seed, args.draws)
+                        result = run_one(task, method, used, seed, args.draws)
                         result.update(commit=git_commit(), machine=machine(),
                                       settings={"draws": args.draws, "threads": args.threads})
                         path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,3 +39,53 @@ def test_slcp_reference_matches_sbibm_for_one_trial():
     assert c2st(draws, subset, classifier="mlp", seed=0) < 0.55
     # Both signs of θ₂ and θ₃ (the four modes) appear about equally often.
     assert ((draws[:, 2:4] > 0).double().mean(0) - 0.5).abs().max() < 0.06
+
+
+def test_lifted_gaussian_linear_likelihood_gives_the_closed_form_posterior():
+    """π(θ) Π_t p(x_t | θ) from the task's likelihood (through the inverse lift) differs
+    from the closed-form posterior N(Σ x / (T + 1), 0.1 / (T + 1) I) by a θ-free constant."""
+    task = tasks.TASKS["lifted_gaussian_linear"]()
+    x = task.observe(1, 20)  # (20, 64), float32 lift of the 10-D trials
+    theta = task.reference(1, 20, 6).double()  # six θ near the posterior's bulk
+    unnormalised = (task.prior.log_prob(theta.float()).double()
+                    + torch.stack([task.log_likelihood(x, t.expand(20, 10)).sum()
+                                   for t in theta]))
+    from benchmarks._sbibm import Lift
+
+    lift = Lift(10, 64, seed=20261128, centre=0.0, scale=0.45)  # the task's lift
+    mean = lift.inverse(x.double()).sum(0) / 21
+    exact = torch.distributions.Normal(mean, (0.1 / 21) ** 0.5).log_prob(theta).sum(-1)
+    difference = unnormalised - exact
+    # The lift's inverse of float32 points is exact to ~1e-6 in u; the log-density moves by
+    # |x − θ| / 0.1 × 1e-6 × 20 trials ≈ 1e-3 at most: 1e-2 leaves room.
+    assert (difference - difference.mean()).abs().max() < 1e-2
+
+
+def test_slcp_pointwise_likelihood_sums_to_the_iid_likelihood():
+    """Σ_t of the per-pair likelihood equals ``slcp_log_likelihood`` of the T trials (which
+    the scipy test above checks), for each θ."""
+    torch.manual_seed(1)
+    theta = 6 * torch.rand(4, 5, dtype=torch.float64) - 3
+    x = tasks.slcp(theta[:1].expand(3, 5)).double()  # (3, 8)
+    pointwise = torch.stack([tasks.slcp_pointwise_log_likelihood(x, t.expand(3, 5)).sum()
+                             for t in theta])
+    # Same float64 terms summed in another order: rounding ~1e-15 relative.
+    torch.testing.assert_close(pointwise, tasks.slcp_log_likelihood(theta, x), rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_true_likelihood_estimator_follows_sbi_shapes():
+    """``exact_likelihood``'s estimator: log_prob of x (S, B, d) given θ (B, p) is (S, B),
+    each entry the task's likelihood of that pair."""
+    methods = pytest.importorskip("benchmarks.methods")
+    task = tasks.TASKS["lifted_slcp"]()
+    estimator = methods._TrueLikelihood(task.log_likelihood, 48, 5)
+    torch.manual_seed(2)
+    theta = task.prior.sample((3,))
+    x = task.simulate(theta.repeat(2, 1)).reshape(2, 3, 48)
+    values = estimator.log_prob(x, theta)
+    assert values.shape == (2, 3)
+    expected = torch.stack([task.log_likelihood(x[s], theta) for s in range(2)])
+    # The inverse lift of 6 rows and of 3 rows may block its float64 matmul differently:
+    # rounding ~1e-16 relative per term, summed over 8 coordinates and 4 points.
+    torch.testing.assert_close(values, expected.double(), rtol=1e-12, atol=1e-12)
