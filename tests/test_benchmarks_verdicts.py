@@ -41,3 +41,14 @@ def test_no_common_seed_with_fom_reports_it_as_not_run():
     results = [_run("mflow", 1, [0.6] * 5), _run("fom", 0, [0.6] * 5)]
     line = _line(versus_sbi.verdicts(results), "polynomial_surface")
     assert "fom." in line and "Not run with the M-flow's seeds" in line
+
+
+def test_sampler_only_row_is_reported_whatever_its_budget():
+    """exact_likelihood uses no simulations (budget 0): its mean enters every budget's
+    verdict, and the table shows '–' for its simulations."""
+    exact = {**_run("exact_likelihood", 0, [0.55, 0.55, 0.60, 0.60, 0.70]), "budget": 0}
+    results = [_run("mflow", 0, [0.6] * 5), exact]
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert "the sampler on the true likelihood (no estimator error) 0.600" in line
+    assert "| polynomial_surface | 20 | – | exact_likelihood | 0.600 |" in versus_sbi.table(
+        results)
