@@ -171,19 +171,22 @@ def slcp(theta: Tensor) -> Tensor:
     return normal.expand((theta.shape[0], 4)).sample().reshape(theta.shape[0], 8)
 
 
+def _slcp_normal(theta: Tensor) -> torch.distributions.MultivariateNormal:
+    """The law N(m, S) of SLCP's 2-D points for each θ (N, 5): batch shape (N,)."""
+    return torch.distributions.MultivariateNormal(theta[:, :2], _slcp_covariance(theta))
+
+
 def slcp_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
     """log p(x | θ) of SLCP for θ (N, 5) and T trials x (T, 8): the 4T 2-D points are iid
     N(m, S) (:func:`slcp`). Returns (N,)."""
     points = x.reshape(-1, 2).to(theta.dtype)  # (4T, 2)
-    normal = torch.distributions.MultivariateNormal(theta[:, :2], _slcp_covariance(theta))
-    return normal.log_prob(points.unsqueeze(1)).sum(0)
+    return _slcp_normal(theta).log_prob(points.unsqueeze(1)).sum(0)
 
 
 def slcp_pointwise_log_likelihood(x: Tensor, theta: Tensor) -> Tensor:
     """log p(x_m | θ_m) of SLCP for pairs x (M, 8), θ (M, 5): (M,)."""
     points = x.reshape(-1, 4, 2).transpose(0, 1).to(theta.dtype)  # (4, M, 2)
-    normal = torch.distributions.MultivariateNormal(theta[:, :2], _slcp_covariance(theta))
-    return normal.log_prob(points).sum(0)
+    return _slcp_normal(theta).log_prob(points).sum(0)
 
 
 def slcp_reference(x: Tensor, num: int, seed: int) -> Tensor:
