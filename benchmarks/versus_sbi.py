@@ -57,7 +57,15 @@ def run_one(task, method: str, budget: int, seed: int, draws: int) -> dict:
         xs = torch.stack([task.observe(k, trials) for k in ks])  # (B, T, D)
         torch.manual_seed(seed)
         start = time.perf_counter()
-        samples = fitted.sample(draws, xs)  # (draws, B, p)
+        try:
+            samples = fitted.sample(draws, xs)  # (draws, B, p)
+        except Exception as error:  # the method's own failure is a result: record it
+            seconds = time.perf_counter() - start
+            message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            result["trials"][str(trials)] = {"error": message, "sample_seconds": seconds}
+            print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: failed after "
+                  f"{seconds:.0f} s ({message})", flush=True)
+            continue
         seconds = time.perf_counter() - start
         scores = [c2st(samples[:, j].float(), task.reference(k, trials, draws),
                        classifier="mlp", seed=seed) for j, k in enumerate(ks)]
@@ -84,7 +92,13 @@ def table(results: list[dict]) -> str:
     lines = ["| task | T | simulations | method | mean C2ST (seeds' range) | worst obs. "
              "| seeds | train s | sample s |", "|---|---:|---:|---|---|---:|---:|---:|---:|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], order.index(k[3]))):
-        runs = groups[key]
+        failed = [run["error"] for run in groups[key] if "error" in run]
+        runs = [run for run in groups[key] if "error" not in run]
+        if failed:
+            lines.append(f"| {key[0]} | {key[1]} | {key[2] or '–'} | {key[3]} | failed in "
+                         f"{len(failed)} of {len(groups[key])} seeds ({failed[0]}) | | | | |")
+        if not runs:
+            continue
         means = [statistics.fmean(run["c2st"]) for run in runs]
         worst = max(max(run["c2st"]) for run in runs)
         spread = f" ({min(means):.3f}–{max(means):.3f})" if len(runs) > 1 else ""
@@ -105,7 +119,15 @@ def _per_observation(results: list[dict], task: str, trials: int, budget: int,
     """seed -> C2ST of observations 1–5 for one (task, T, budget, method)."""
     return {r["seed"]: r["trials"][str(trials)]["c2st"] for r in results
             if (r["task"], r["budget"], r["method"]) == (task, budget, method)
-            and str(trials) in r["trials"]}
+            and "c2st" in r["trials"].get(str(trials), {})}
+
+
+def _failures(results: list[dict], task: str, trials: int, budget: int, method: str
+              ) -> dict[int, str]:
+    """seed -> error of the runs of one (task, T, budget, method) that raised."""
+    return {r["seed"]: r["trials"][str(trials)]["error"] for r in results
+            if (r["task"], r["budget"], r["method"]) == (task, budget, method)
+            and "error" in r["trials"].get(str(trials), {})}
 
 
 def _paired_means(a: dict[int, list[float]], b: dict[int, list[float]]
@@ -140,6 +162,12 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         parts, missing = [], []
         for method in SBI_METHODS:
             paired = _paired_means(mflow, _per_observation(results, task, trials, budget, method))
+            failed = _failures(results, task, trials, budget, method)
+            if paired is None and set(failed) & set(mflow):
+                seeds = sorted(set(failed) & set(mflow))
+                parts.append(f"{method} gave no posterior ({_seeds(seeds)}: "
+                             f"{failed[seeds[0]]})")
+                continue
             if paired is None:
                 missing.append(method)
                 continue
@@ -191,6 +219,8 @@ def figure(results: list[dict], path: Path) -> None:
     curves: dict[tuple, dict[str, dict[int, list[float]]]] = {}
     for r in results:
         for trials, scores in r["trials"].items():
+            if "c2st" not in scores:  # the method raised: no point to draw
+                continue
             panel = curves.setdefault((r["task"], int(trials)), {})
             panel.setdefault(r["method"], {}).setdefault(r["budget"], []).append(
                 statistics.fmean(scores["c2st"]))

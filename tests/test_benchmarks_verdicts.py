@@ -52,3 +52,17 @@ def test_sampler_only_row_is_reported_whatever_its_budget():
     assert "the sampler on the true likelihood (no estimator error) 0.600" in line
     assert "| polynomial_surface | 20 | – | exact_likelihood | 0.600 |" in versus_sbi.table(
         results)
+
+
+def test_a_method_that_raised_is_reported_as_giving_no_posterior():
+    """sbi's NPSE raised for T = 20 on seed 0: the verdict says so (it is neither beaten
+    nor missing), the table shows the error, and its other seed still counts."""
+    failed = {**_run("sbi_npse", 0, []), "trials": {"20": {
+        "error": "LinAlgError: linalg.eigh failed", "sample_seconds": 3.0}}}
+    results = [_run("mflow", 0, [0.6] * 5), failed, _run("sbi_npse", 1, [0.9] * 5)]
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert "sbi_npse gave no posterior (seed 0: LinAlgError: linalg.eigh failed)" in line
+    assert "sbi_npse" not in line.split("Not run with the M-flow's seeds")[-1]
+    table = versus_sbi.table(results)
+    assert "| sbi_npse | failed in 1 of 2 seeds (LinAlgError: linalg.eigh failed) |" in table
+    assert "| polynomial_surface | 20 | 10000 | sbi_npse | 0.900 | 0.900 | 1 |" in table

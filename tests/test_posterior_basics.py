@@ -334,6 +334,38 @@ def test_systematic_resampling_gives_each_candidate_its_share_of_chains():
         systematic_resample(torch.full((3,), -math.inf), 2)
 
 
+@pytest.mark.parametrize("masses", [(0.25, 0.25, 0.25, 0.25), (0.4, 0.3, 0.2, 0.1)])
+def test_systematic_resampling_gives_each_separated_mode_its_share_of_chains(masses):
+    """Four modes with masses a_k, apart in (θ₁, θ₂) (centres (±0.5, ±0.5), sd 0.05) and
+    each spread along θ₀ (sd 1, as SLCP's sign modes share their other coordinates): mode k
+    gets ⌊C a_k⌋ or ⌈C a_k⌉ of the C starts, as one candidate does, for any C and seed. That
+    needs each mode to be one stretch of the resampling order; along the principal axis
+    (θ₀) all four interleave."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.5, 0.5], [0.0, -0.5, 0.5], [0.0, -0.5, -0.5],
+                            [0.0, 0.5, -0.5]])
+    masses = torch.tensor(masses, dtype=torch.float64)
+    spread = torch.tensor([1.0, 0.05, 0.05])
+    points = (centres.repeat_interleave(200, 0)
+              + spread * torch.randn(800, 3, generator=generator))
+    mode = torch.arange(4).repeat_interleave(200)
+    # each point carries its mode's mass / 200, times a factor in [0.5, 1.5) renormalised
+    # per mode, so that candidates differ in weight but modes keep their exact mass
+    jitter = 0.5 + torch.rand(800, generator=generator, dtype=torch.float64)
+    jitter = jitter / torch.zeros(4, dtype=torch.float64).index_add(0, mode, jitter)[mode]
+    log_weights = (masses[mode] * jitter).log()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        for num in (4, 6, 10, 20):
+            counts = torch.bincount(mode[systematic_resample(log_weights, num, points)],
+                                    minlength=4).double()
+            # a mode's mass is a sum of 200 float64 weights, exact to ~1e-15; where C a_k is
+            # an integer the count is pinned to it unless the seeded u lands within ~1e-15 of
+            # a bin edge
+            expected = num * masses
+            assert ((counts - expected).abs() < 1).all(), (seed, num, counts)
+
+
 class _TwoModes:
     """A stand-in potential of B observations: observation b has modes at ±0.5 (sd 0.05)
     with weights (½, ½) for b = 0 and (1, 0) for b = 1."""
@@ -372,6 +404,39 @@ def test_sir_starts_put_chains_in_both_modes_in_proportion():
     # the doubling's stopping rule on the same float (the 100 000-candidate cap is far off)
     assert float(result.ess[0]) >= 300 and result.num_candidates in (8000, 16000, 32000)
     assert 9 <= int((transform.inv(result.z[0]).sum(-1) > 0).sum()) <= 11
+
+
+class _NarrowTwoModes(_TwoModes):
+    """Like :class:`_TwoModes` but each mode has sd 0.002: of N prior draws on [-1, 1]²,
+    ~N · 6e-6 fall within 2 sd of a mode, so the importance ESS is ~1 up to N ~ 10⁶."""
+
+    def batched(self, theta, track_gradients=False):
+        up = -0.5 * ((theta - 0.5) / 0.002).pow(2).sum(-1)
+        down = -0.5 * ((theta + 0.5) / 0.002).pow(2).sum(-1)
+        return torch.logsumexp(torch.stack([up, down]), 0)
+
+
+def test_too_few_effective_candidates_temper_the_weights_so_both_modes_get_chains():
+    """Untempered, ESS ≈ 1: all 20 chains start at the heaviest draw, in one mode. With the
+    target ESS out of reach, the starts come from tempered weights w^β (ESS 400), which are
+    symmetric in the two modes, so each gets 10 ± 2."""
+    _, prior, _ = _setup()
+    transform = mcmc_transform(prior)
+    torch.manual_seed(0)
+    untempered = sir_starts(_NarrowTwoModes(1), prior, transform, 20, 2000, target_ess=0)
+    assert float(untempered.beta[0]) == 1.0
+    assert int((transform.inv(untempered.z[0]).sum(-1) > 0).sum()) in (0, 20)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        result = sir_starts(_NarrowTwoModes(1), prior, transform, 20, 2000, target_ess=400)
+        # the screening stops at its cap, 100 × 2000 candidates, with ESS ~6 (measured 6-8)
+        assert result.num_candidates == 200_000 and float(result.ess[0]) < 400
+        assert 0 < float(result.beta[0]) < 1
+        # a mode's tempered share a has SE √(¼/400) = 0.025 (20 a = 10 ± 0.5 chains; 20
+        # seeds measured 8.6–11.0) and the count is ⌊20 a⌋ or ⌈20 a⌉: outside 8..12 needs
+        # |20 a − 10| > 2, 4 SE (measured counts 10, 9, 8)
+        up = int((transform.inv(result.z[0]).sum(-1) > 0).sum())
+        assert 8 <= up <= 12, (seed, up)
 
 
 def test_an_error_in_the_potential_stops_all_independent_chains_and_is_raised():

@@ -86,7 +86,11 @@ class NUTSConfig:
             importance weights' effective sample size
             reaches this: the mode shares of the starts then err by about
             √(a(1−a)/ESS) (0.016 at 1000 for two equal modes) beyond the ±1 chain of
-            systematic resampling. 0 screens exactly ``num_init_candidates``.
+            systematic resampling. Where the ESS stays below it, the starts are resampled
+            from tempered weights (:func:`~sbi_mflow.sampling.init.tempering_exponent`;
+            ``init_beta`` in the ArviZ attributes): chains then start across all modes
+            instead of at the one heaviest draw. 0 screens exactly
+            ``num_init_candidates`` and never tempers.
         num_threads: torch intra-op threads while sampling (restored afterwards), None to
             keep torch's setting. The potential's batches are small: on the 2-core
             development machine one thread was several times faster than two.

@@ -187,7 +187,8 @@ class NUTSPosterior(NeuralPosterior):
         starts = sir_starts(self.potential_fn, self.prior, self.theta_transform, num_chains,
                             settings.num_init_candidates, settings.init_target_ess)
         self.init_summary = {"init_candidates": starts.num_candidates,
-                             "init_ess": float(starts.ess.min())}
+                             "init_ess": float(starts.ess.min()),
+                             "init_beta": float(starts.beta.min())}
         result = run_chains(
             self._energy(num_obs), starts.z.reshape(num_obs * num_chains, -1),
             num_draws=math.ceil(num_samples / num_chains), config=settings, groups=num_obs,
