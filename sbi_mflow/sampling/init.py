@@ -1,10 +1,10 @@
 """Chain starts by sampling-importance-resampling (SIR) from the prior.
 
 M prior draws θ_m get importance weights w_m ∝ p(x_o | θ_m) (the posterior over the prior,
-which is the proposal), and C starts are resampled from them by *sorted systematic*
+which is the proposal), and C starts are resampled from them by *ordered systematic*
 resampling: the candidates are put in the leaf order of a single-linkage dendrogram of the
-weighted cloud (:func:`cluster_order`), in which every cluster, at every level of the tree, is one
-stretch of consecutive candidates, and one uniform u ~ U[0, 1/C) picks the points
+weighted cloud (:func:`cluster_order`), in which every cluster, at every level of the
+tree, is one stretch of consecutive candidates, and one uniform u ~ U[0, 1/C) picks the points
 u + k/C, k < C, on their cumulative normalised weights (Kitagawa 1996; Douc & Cappé 2005).
 Each candidate is chosen ⌊C w_m⌋ or ⌈C w_m⌉ times, and so is every run of consecutive
 candidates: a mode that holds the fraction a of the importance mass, and so forms one
@@ -14,14 +14,15 @@ A single sort along the principal axis does this for modes on one line only: mod
 differ along several axes (SLCP's four sign modes) interleave on any one axis.
 
 When the posterior is so much narrower than the prior that the weights' ESS stays below
-the target (SLCP with 20 trials: ESS ≈ 1 of 10⁶ draws, so every chain starts at one draw,
-in one mode), the starts are resampled from the tempered weights w_m^β instead, with β < 1
-the largest exponent whose ESS reaches the target: the first step of adaptive tempering
-(Jasra, Stephens, Doucet & Tsagaris 2011). The chains then start in the tempered posterior
-π(θ) p(x_o | θ)^β and warm-up takes them to the modes whose basins they start in. Modes that
-are images of one another (a symmetry of the likelihood) keep their true shares; otherwise
-a mode's share is its tempered one, (h_k)^β (|Σ_k| / β^p)^{1/2} for a Gaussian mode of
-height h_k and covariance Σ_k, against h_k |Σ_k|^{1/2}: lower, wider modes gain chains.
+the target (lifted SLCP with 20 trials: ESS ≈ 1 of 4·10⁴ draws, so every chain starts at
+one draw, in one mode), the starts are resampled from the tempered weights w_m^β instead,
+with β < 1 the largest exponent whose ESS reaches the target: the first step of adaptive
+tempering (Jasra, Stephens, Doucet & Tsagaris 2011). The chains then start in the
+tempered posterior π(θ) p(x_o | θ)^β and warm-up takes them to the modes whose basins they
+start in. Modes that are images of one another (a symmetry of the likelihood) keep their
+true shares; otherwise a mode's share is its tempered one, h_k^β (|Σ_k| / β^p)^{1/2} for a
+Gaussian mode of height h_k and covariance Σ_k, against h_k |Σ_k|^{1/2}: lower, wider
+modes gain chains.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def _log_posteriors(potential, theta: Tensor) -> Tensor:
 
 def sir_starts(potential, prior, transform, num_chains: int, num_candidates: int,
                target_ess: float = 0.0) -> SIRStarts:
-    """Chain starts for each of the potential's B observations by sorted systematic SIR.
+    """Chain starts for each of the potential's B observations by ordered systematic SIR.
 
     Prior draws weighted by their likelihood (importance weights for the prior as
     proposal, computed with ``potential.batched``): ``num_candidates`` of them, then as many
