@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         args.budgets.append(100_000)
     torch.set_num_threads(args.threads)
     if not args.report:
+        done: set[Path] = set()  # a budget-0 method runs once, whatever the budgets
         for budget in args.budgets:
             for seed in args.seeds:
                 for name in args.tasks:
@@ -315,8 +316,9 @@ def main(argv: list[str] | None = None) -> None:
                             continue
                         used = 0 if method in NEEDS_LIKELIHOOD else budget
                         path = result_path(args.out, name, method, used, seed)
-                        if path.exists() and not args.force:
+                        if path in done or (path.exists() and not args.force):
                             continue
+                        done.add(path)
                         result = run_one(task, method, used, seed, args.draws)
                         result.update(commit=git_commit(), machine=machine(),
                                       settings={"draws": args.draws, "threads": args.threads})

@@ -66,3 +66,22 @@ def test_a_method_that_raised_is_reported_as_giving_no_posterior():
     table = versus_sbi.table(results)
     assert "| sbi_npse | failed in 1 of 2 seeds (LinAlgError: linalg.eigh failed) |" in table
     assert "| polynomial_surface | 20 | 10000 | sbi_npse | 0.900 | 0.900 | 1 |" in table
+
+
+def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch, tmp_path):
+    """exact_likelihood's file has budget 0 for every budget asked: with --force and two
+    budgets it must still run once per seed, not once per budget."""
+    calls = []
+
+    def fake_run(task, method, budget, seed, draws):
+        calls.append((task.name, method, budget, seed))
+        return {"task": task.name, "method": method, "budget": budget, "seed": seed,
+                "train_seconds": 0.0, "info": {},
+                "trials": {"20": {"c2st": [0.5] * 5, "sample_seconds": 1.0}}}
+
+    monkeypatch.setattr(versus_sbi, "run_one", fake_run)
+    versus_sbi.main(["--tasks", "polynomial_surface", "--methods", "exact_likelihood",
+                     "--budgets", "1000", "10000", "--seeds", "0", "1", "--force",
+                     "--out", str(tmp_path)])
+    assert calls == [("polynomial_surface", "exact_likelihood", 0, 0),
+                     ("polynomial_surface", "exact_likelihood", 0, 1)]
