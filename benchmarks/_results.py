@@ -18,8 +18,7 @@ __all__ = ["RESULTS", "describe_machine", "git_commit", "load_result", "machine"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def git_commit() -> str:
-    """The checked-out commit, with "+dirty" when the work tree has changes."""
+def _checked_out_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
@@ -29,6 +28,17 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+#: Read when the benchmarks are imported: the code a long run executes, even if commits
+#: land while it runs.
+_COMMIT_AT_START = _checked_out_commit()
+
+
+def git_commit() -> str:
+    """The commit checked out when this process imported the benchmarks, with "+dirty" when
+    the work tree had changes."""
+    return _COMMIT_AT_START
 
 
 def machine(device: str | torch.device = "cpu") -> dict[str, Any]:
