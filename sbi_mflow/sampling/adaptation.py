@@ -4,15 +4,18 @@ In the product mode (:mod:`sbi_mflow.sampling.chains`) Pyro adapts one diagonal 
 chain and coordinate, each from that chain's own warm-up draws. A chain that spends its
 warm-up in one mode of a multimodal posterior then gets a mass matrix scaled to that mode's
 width, and the shared step size and trajectory of the product state must suit the
-narrowest chain. (Whether a chain crosses a barrier between modes depends on the energy of
-its momentum draws, which no mass matrix changes.) All chains target the same posterior, so
-their warm-up draws estimate the same variances: :class:`PooledMassMatrix` gives every
-chain the variance of the draws of all chains in the window (the mixture's variance;
-Welford's algorithm and Stan's regularisation, both Pyro's), as cross-chain adaptation does
-(Hoffman, Radul & Sountsov 2021). The mass matrix is fixed after warm-up, so the chains'
-targets are unchanged. When one state holds the chains of several observations (``groups``:
-consecutive blocks of chains, one per observation), each block is pooled on its own, so
-each observation's chains get the variances of its own posterior.
+narrowest chain. :class:`PooledMassMatrix` gives every chain the same variances: the mean
+over chains of each chain's own warm-up variance (Welford's algorithm and Stan's
+regularisation, both Pyro's), as cross-chain adaptation pools its estimates (Hoffman, Radul
+& Sountsov 2021). It leaves out the spread *between* chains: with the chains started in
+every mode (:mod:`sbi_mflow.sampling.init`), the variance of all draws together would add
+the distance between modes, and each chain would move across its own mode with steps
+scaled to that distance (deeper trees, no better mixing: whether a chain crosses a barrier
+depends on the energy of its momentum draws, which no mass matrix changes). The mass
+matrix is fixed after warm-up, so the chains' targets are unchanged. When one state holds
+the chains of several observations (``groups``: consecutive blocks of chains, one per
+observation), each block is pooled on its own, so each observation's chains get the
+variances of its own posterior.
 
 References:
     Hoffman, Radul, Sountsov. An adaptive-MCMC scheme for setting trajectory lengths in
@@ -31,9 +34,9 @@ __all__ = ["PooledMassMatrix"]
 
 class PooledMassMatrix(RecordingMassMatrix):
     """:class:`RecordingMassMatrix` of a product state of ``num_chains`` chains in
-    ``groups`` consecutive blocks, whose diagonal inverse mass matrix is, for each block, the
-    pooled variance of its chains' warm-up draws: (C·p,) = G pooled (p,) each repeated C/G
-    times."""
+    ``groups`` consecutive blocks, whose diagonal inverse mass matrix is, for each block,
+    the mean of its chains' own warm-up variances: (C·p,) = G pooled (p,) each repeated
+    C/G times."""
 
     def __init__(self, recorder: TransitionRecorder, num_chains: int, groups: int = 1,
                  init_scale: float = 1.0) -> None:
@@ -54,7 +57,7 @@ class PooledMassMatrix(RecordingMassMatrix):
                     f"mass matrix of size {shape[0]} is not {self.num_chains} chains' blocks."
                 )
         if adapt_mass_matrix:
-            # Pyro's diagonal Welford is elementwise: one estimator holds all G groups
+            # Pyro's diagonal Welford is elementwise: one estimator holds all C chains
             self._pooled = {names: WelfordCovariance(diagonal=True)
                             for names in mass_matrix_shape}
 
@@ -62,16 +65,15 @@ class PooledMassMatrix(RecordingMassMatrix):
         super().update(z, z_grad)
         for site_names, welford in self._pooled.items():
             flat = torch.cat([z[name].detach().reshape(-1) for name in site_names])
-            blocks = flat.reshape(self.groups, self.num_chains // self.groups, -1)
-            for k in range(blocks.shape[1]):  # chain k of every group: (G, p)
-                welford.update(blocks[:, k])
+            welford.update(flat.reshape(self.groups, self.num_chains // self.groups, -1))
 
     def end_adaptation(self):
         inverse_mass_matrix = {}
         for site_names, welford in self._pooled.items():
-            pooled = welford.get_covariance(regularize=True)  # (G, p)
-            per_chain = pooled.repeat_interleave(self.num_chains // self.groups, dim=0)
-            inverse_mass_matrix[site_names] = per_chain.reshape(-1)
+            per_chain = welford.get_covariance(regularize=True)  # (G, C/G, p)
+            pooled = per_chain.mean(dim=1)  # (G, p)
+            shared = pooled.repeat_interleave(self.num_chains // self.groups, dim=0)
+            inverse_mass_matrix[site_names] = shared.reshape(-1)
             welford.reset()
         self.inverse_mass_matrix = inverse_mass_matrix
 
