@@ -66,11 +66,10 @@ class NUTSConfig:
         step_size: initial step size (Pyro then finds a reasonable one and adapts it).
         num_steps: HMC's leapfrog steps per transition (unused by NUTS).
         pooled_mass_matrix: product mode: every chain gets the same diagonal mass matrix,
-            the variance of all chains' warm-up draws together
+            the mean of the chains' own warm-up variances
             (:class:`~sbi_mflow.sampling.adaptation.PooledMassMatrix`), instead of one
-            adapted on its own draws, so a chain that warms up in one mode of a
-            multimodal posterior does not get a mass matrix scaled to that mode alone.
-            Its effect was not measured apart from the other defaults'.
+            adapted on its own draws, so a chain that warms up in a narrow mode of a
+            multimodal posterior does not set the step size of all chains.
         full_mass: dense instead of diagonal mass matrix (independent chains only: a dense
             matrix over the product space would couple the chains).
         chain_mode: "product" (default) or "independent", see :data:`CHAIN_MODES`. Measured
