@@ -177,11 +177,12 @@ class ManifoldNLE(NLE):
         Args:
             schedule: "sequential" (M then D), "alternating", "simultaneous", or "auto"
                 (sequential for M-flow/Me-flow; for a prescribed chart, "fom", only its
-                density phase, with the whole budget; simultaneous otherwise).
+                density phase; simultaneous otherwise).
             scandal_weight: α of the SCANDAL score term (needs scores in
                 ``append_simulations``); applied in the density phase of M/D schedules.
-            max_num_epochs: total epoch budget E (split E/2 + E/2 for sequential; E/2
-                rounds for alternating; E for simultaneous). Defaults follow the paper.
+            max_num_epochs: epoch budget E: E/2 manifold epochs for sequential (its
+                density phase: ``density_epochs``); E/2 rounds for alternating; E for
+                simultaneous.
             training_batch_size: rows per step; default 100 on the CPU and 1024 on CUDA.
             learning_rate: AdamW's; default 1e-3 · √(batch / 100).
             manifold_learning_rate: AdamW's in the manifold phase of the M/D schedules;
@@ -192,9 +193,11 @@ class ManifoldNLE(NLE):
             validation_fraction: held-out fraction for early stopping.
             stop_after_epochs: patience of early stopping, per phase; the best weights
                 on the validation loss are restored at the end of each phase.
-            density_epochs: epochs of the density phase of the sequential schedule
-                (default E/2). That phase trains on encodings cached once after the
-                manifold phase, so its epochs cost only the n-dimensional inner flow.
+            density_epochs: the most epochs of the sequential schedule's density phase
+                (default 4 E); it stops earlier when the validation loss has not improved
+                for ``stop_after_epochs`` epochs, as sbi's NLE does. That phase trains on
+                encodings cached once after the manifold phase, so its epochs cost only
+                the n-dimensional inner flow.
             compile: ``torch.compile`` the training step (True, False, or "auto": on CUDA
                 only, where it is captured as a CUDA graph); falls back to eager
                 execution with a warning where compilation fails.

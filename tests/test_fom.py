@@ -98,9 +98,9 @@ def test_fom_trains_its_density_only_and_samples_the_posterior_with_the_chart_po
     build = sbi_mflow.manifold_likelihood_nn("fom", chart=simulator.manifold_chart(), **SMALL)
     inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
                                       show_progress_bars=False, tracker=NullTracker())
-    estimator = inference.append_simulations(theta, x).train(max_num_epochs=4)
-    # no manifold phase and no stall check: the chart is exact; the density phase gets the
-    # whole budget
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=4,
+                                                             density_epochs=4)
+    # no manifold phase and no stall check: the chart is exact; only the density phase runs
     assert [(p.name, p.epochs_done) for p in inference._schedule.phases] == [("density", 4)]
     assert inference.summary["manifold_check"] is None
     assert all(math.isfinite(e["validation_total"]) for e in inference.summary["phases"])
@@ -112,7 +112,8 @@ def test_fom_trains_its_density_only_and_samples_the_posterior_with_the_chart_po
         samples = posterior.sample((20,), x=x_o, show_progress_bars=False)
     assert samples.shape == (20, 1) and torch.isfinite(samples).all()
     assert simulator.prior.support.check(samples).all()
-    inference.train(max_num_epochs=2, resume_training=True)  # continues the density phase
+    inference.train(max_num_epochs=2, density_epochs=2,
+                    resume_training=True)  # continues the density phase
     assert [(p.name, p.epochs_done) for p in inference._schedule.phases] == [("density", 6)]
     # the other schedules: one loss over the inner flow, or a clear refusal
     estimator = inference.train(schedule="simultaneous", max_num_epochs=1,

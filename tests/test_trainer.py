@@ -165,7 +165,8 @@ def test_bad_training_input_gets_clear_errors():
 def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatch):
     _, theta, x, _ = _polynomial_data(200)
     inference = _inference()
-    estimator = inference.append_simulations(theta, x).train(max_num_epochs=2)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=2,
+                                                             density_epochs=1)
     before = _snapshot(estimator)
     original = type(estimator).latent_log_prob
     calls = {"n": 0}
@@ -177,7 +178,7 @@ def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatc
 
     monkeypatch.setattr(type(estimator), "latent_log_prob", flaky_latent_log_prob)
     with pytest.raises(sbi_mflow.TrainingDivergedError, match="density phase at epoch 2"):
-        inference.train(max_num_epochs=2, resume_training=True)
+        inference.train(max_num_epochs=2, density_epochs=1, resume_training=True)
     # The manifold phase completed its second epoch; the failed density epoch left no trace.
     changed = _changed(before, estimator)
     assert changed and all(name.startswith("net.chart.") for name in changed)
@@ -187,12 +188,12 @@ def test_non_finite_loss_stops_with_phase_and_epoch_and_keeps_weights(monkeypatc
 def test_resume_training_continues_phases_and_optimisers():
     _, theta, x, _ = _polynomial_data(200)
     inference = _inference()
-    inference.append_simulations(theta, x).train(max_num_epochs=4, manifold_candidates=1,
-                                                 manifold_retries=0)
+    inference.append_simulations(theta, x).train(max_num_epochs=4, density_epochs=2,
+                                                 manifold_candidates=1, manifold_retries=0)
     phases = inference._schedule.phases
     steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in phases]
     split = inference.train_indices.clone()
-    inference.train(max_num_epochs=2, resume_training=True)
+    inference.train(max_num_epochs=2, density_epochs=1, resume_training=True)
     assert [p.epochs_done for p in phases] == [3, 3]
     new_steps = [p.optimizer.state_dict()["state"][0]["step"].item() for p in phases]
     assert all(new > old for new, old in zip(new_steps, steps, strict=True))
@@ -256,8 +257,10 @@ def test_scandal_improves_the_score_with_few_simulations():
         for alpha in results:
             simulator, theta, x, score = _polynomial_data(500, seed=seed)
             inference = _inference(outer_layers=3, inner_layers=3, hidden_features=32)
+            # 15 density epochs (not the default early-stopped phase): the score term's
+            # double backward makes each one costly, and the property holds at this budget
             estimator = inference.append_simulations(theta, x, score=score).train(
-                max_num_epochs=30, scandal_weight=alpha)
+                max_num_epochs=30, density_epochs=15, scandal_weight=alpha)
             results[alpha].append(_held_out_errors(estimator, simulator, 1000 + seed))
     nll = {a: sum(r[0] for r in v) / 3 for a, v in results.items()}
     score_mse = {a: sum(r[1] for r in v) / 3 for a, v in results.items()}

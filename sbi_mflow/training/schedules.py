@@ -2,7 +2,9 @@
 
 * :class:`Sequential` (M/D): the manifold phase (chart and encoder, reconstruction loss),
   then the density phase (inner flow only, chart NLL) on encodings u = e(x) computed once
-  with the trained manifold, so its epochs cost only the n-dimensional inner flow;
+  with the trained manifold, so its epochs cost only the n-dimensional inner flow; it
+  trains until its validation loss stops improving (at most
+  ``TrainConfig.density_phase_epochs``);
 * :class:`Alternating` (M/D): rounds of one manifold epoch and one density epoch (the
   encodings move, so the density phase encodes each batch); early stopping on the sum of
   the two validation losses;
@@ -12,7 +14,7 @@
 
 An estimator whose chart has nothing to learn (a prescribed chart, the "fom" model) skips
 the manifold phase: "auto" and "sequential" train only its density, on encodings computed
-once, for the whole epoch budget.
+once.
 
 All run on :class:`~sbi_mflow.training.phase.Phase` and continue where they stopped when
 called again with more epochs (``resume_training``).
@@ -211,8 +213,8 @@ class _ManifoldSchedule(Schedule):
 
 
 class Sequential(_ManifoldSchedule):
-    """All manifold epochs, then all density epochs on cached encodings (only the density
-    phase, with the whole budget, when the chart has nothing to learn)."""
+    """All manifold epochs, then the density phase on cached encodings (only the density
+    phase when the chart has nothing to learn)."""
 
     name = "sequential"
 
@@ -221,12 +223,7 @@ class Sequential(_ManifoldSchedule):
         super().__init__(estimator, data, config, config.manifold_epochs)
         self.density = Phase.create(
             "density", list(estimator.inner.parameters()), LatentNLL(config.scandal_weight),
-            data, self._density_epochs(config), config, compile_step=config.compile)
-
-    def _density_epochs(self, config: TrainConfig) -> int:
-        if config.density_epochs:
-            return config.density_epochs
-        return config.manifold_epochs if self.estimator.learns_manifold else config.max_num_epochs
+            data, config.density_phase_epochs, config, compile_step=config.compile)
 
     @property
     def phases(self) -> list[Phase]:
@@ -259,7 +256,7 @@ class Sequential(_ManifoldSchedule):
         self.config = config
         if self.manifold is not None:
             self.manifold.extend(config.manifold_epochs, config)
-        self.density.extend(self._density_epochs(config), config)
+        self.density.extend(config.density_phase_epochs, config)
 
 
 class Alternating(_ManifoldSchedule):
