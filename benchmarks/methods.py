@@ -13,8 +13,8 @@ Each method trains on (θ, x) and returns a :class:`Fitted`, whose ``sample(num,
   Against ``fom`` it swaps our inner flow and NUTS for sbi's NSF and MCMC on the same
   coordinates, so it says which of the two limits the oracle;
 * ``fom``: sbi-mflow's inner flow on the task's true chart (the oracle a learned chart
-  approaches), library defaults (the density phase gets the sequential schedule's
-  manifold-phase epochs, as the M-flow's);
+  approaches), library defaults (its density phase is the M-flow's: until the validation
+  loss stops improving);
 * ``mflow``, ``meflow``: ``ManifoldNLE`` with the library's defaults; NUTS posterior,
   ``sample_batched`` over the observations;
 * ``exact_likelihood``: no training; the same NUTS posterior on the task's true likelihood
@@ -36,7 +36,6 @@ from torch import Tensor
 
 import sbi_mflow
 from sbi_mflow.tracking import NullTracker
-from sbi_mflow.training import TrainConfig
 
 __all__ = ["METHODS", "NEEDS_CHART", "NEEDS_LIKELIHOOD", "Fitted"]
 
@@ -128,13 +127,10 @@ def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     build = sbi_mflow.manifold_likelihood_nn(model, task.manifold_dim, chart=chart)
     inference = sbi_mflow.ManifoldNLE(task.prior, density_estimator=build,
                                       show_progress_bars=False, tracker=NullTracker())
-    # A prescribed chart trains only its density, for as many epochs as the M-flow's
-    # density phase under the sequential schedule's defaults.
-    options = {} if chart is None else {"density_epochs": TrainConfig().manifold_epochs}
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inference.append_simulations(theta, x).train(**options)
+        inference.append_simulations(theta, x).train()
     seconds = time.perf_counter() - start
     posterior = inference.build_posterior()
 
