@@ -176,7 +176,8 @@ def main() -> None:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        ours.train(schedule="sequential", max_num_epochs=args.epochs, compile=compile_step,
+        ours.train(schedule="sequential", max_num_epochs=args.epochs,
+                   density_epochs=max(1, args.epochs // 2), compile=compile_step,
                    manifold_candidates=args.candidates, manifold_retries=args.retries,
                    **common)
     _sync(args.device)
