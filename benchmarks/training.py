@@ -2,8 +2,8 @@
 
 Data: ``ParticleDecay`` (d = 40, n = 10), 10⁴ simulations by default. Our M-flow has
 ``outer + inner`` coupling layers and trains with the library's defaults (sequential M/D,
-E/2 manifold epochs after choosing among candidate initialisations, E/2 density epochs
-on cached encodings); sbi's NSF (``likelihood_nn("nsf")``) gets the same total number of
+E/2 manifold epochs after choosing among candidate initialisations) except for the density
+phase, pinned to E/2 epochs on cached encodings so that both runs have E epochs; sbi's NSF (``likelihood_nn("nsf")``) gets the same total number of
 coupling layers, hidden features and bins, the same batch size and validation fraction,
 and E epochs. Both run in this process, one after the other, with the same torch threads;
 the times include validation passes and everything else ``train`` does. Prints the ratio
