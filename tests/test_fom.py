@@ -124,6 +124,33 @@ def test_fom_trains_its_density_only_and_samples_the_posterior_with_the_chart_po
     assert estimator.spec.name == "fom"
 
 
+# (simulations, learning rate, batch, E): 300 rows at the default rate still improve at
+# epoch 4 = 4E (0.005 nats per epoch); 100 rows at rate 1e-2 overfit within 3 epochs (best
+# epoch 1-3 on seeds 0-2, so early stopping ends the phase far below 4E = 40)
+@pytest.mark.parametrize(("num", "rate", "batch", "budget", "stops_early"),
+                         [(300, None, None, 1, False), (100, 1e-2, 20, 10, True)])
+def test_the_default_density_phase_ends_at_early_stopping_or_at_four_times_the_budget(
+        num, rate, batch, budget, stops_early):
+    """Default ``density_epochs``: the phase runs until its validation loss has not improved
+    for ``stop_after_epochs`` epochs, at most 4 × ``max_num_epochs``."""
+    torch.manual_seed(0)
+    simulator = PolynomialSurface()
+    theta = simulator.prior.sample((num,))
+    build = sbi_mflow.manifold_likelihood_nn("fom", chart=simulator.manifold_chart(), **SMALL)
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, density_estimator=build,
+                                      show_progress_bars=False, tracker=NullTracker())
+    inference.append_simulations(theta, simulator(theta)).train(
+        max_num_epochs=budget, stop_after_epochs=2, learning_rate=rate,
+        training_batch_size=batch)
+    losses = [e["validation_total"] for e in inference.summary["phases"]]
+    best = losses.index(min(losses))
+    if stops_early:  # the 2 epochs after the best did not beat it, and the phase ended
+        assert len(losses) == best + 1 + 2 < 4 * budget
+    else:
+        assert len(losses) == 4 * budget
+    assert inference._schedule.best_validation_loss == min(losses)
+
+
 def test_a_registered_chart_saves_and_loads_by_name(tmp_path):
     simulator, estimator = _polynomial_fom()
     path = sbi_mflow.save(estimator, tmp_path / "fom.pt")
