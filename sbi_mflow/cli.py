@@ -38,7 +38,7 @@ from sbi_mflow.pipeline import (
 )
 from sbi_mflow.plots import plot_manifold, plot_posterior, plot_trace, plot_training
 from sbi_mflow.sampling.config import NUTSConfig
-from sbi_mflow.training.config import MANIFOLD_RATE_FACTOR
+from sbi_mflow.training.config import DENSITY_EPOCHS_FACTOR, MANIFOLD_RATE_FACTOR
 
 __all__ = ["main"]
 
@@ -57,10 +57,13 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int,
                           density_epochs: int | None) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=epochs,
-                       help="total epoch budget (sequential: half manifold, half density)")
+                       help="epoch budget E (sequential: E/2 manifold epochs)")
     group.add_argument("--density-epochs", type=int, default=density_epochs,
-                       help="density-phase epochs of the sequential schedule (cheap: they "
-                            "run on cached encodings); default: half of --epochs")
+                       help="most density-phase epochs of the sequential schedule (cheap: "
+                            "they run on cached encodings); it stops earlier when the "
+                            "validation loss stops improving; default: "
+                            + (f"{DENSITY_EPOCHS_FACTOR} × --epochs" if density_epochs is None
+                               else str(density_epochs)))
     group.add_argument("--schedule", default="auto",
                        choices=["auto", "sequential", "alternating", "simultaneous"])
     group.add_argument("--learning-rate", type=float,
