@@ -3,12 +3,13 @@
 Data: ``ParticleDecay`` (d = 40, n = 10), 10⁴ simulations by default. Our M-flow has
 ``outer + inner`` coupling layers and trains with the library's defaults (sequential M/D,
 E/2 manifold epochs after choosing among candidate initialisations) except for the density
-phase, pinned to E/2 epochs on cached encodings so that both runs have E epochs; sbi's NSF (``likelihood_nn("nsf")``) gets the same total number of
-coupling layers, hidden features and bins, the same batch size and validation fraction,
-and E epochs. Both run in this process, one after the other, with the same torch threads;
-the times include validation passes and everything else ``train`` does. Prints the ratio
-of the whole runs (target: ≤ ``RATIO_TARGET`` on one CPU thread at batch 100) and writes
-JSON to ``benchmarks/results/training_<device>.json`` (options off the defaults add a tag).
+phase, pinned to E/2 epochs on cached encodings so that both runs have E epochs; sbi's
+NSF (``likelihood_nn("nsf")``) gets the same total number of coupling layers, hidden
+features and bins, the same batch size and validation fraction, and E epochs. Both run in
+this process, one after the other, with the same torch threads; the times include
+validation passes and everything else ``train`` does. Prints the ratio of the whole runs
+(target: ≤ ``RATIO_TARGET`` on one CPU thread at batch 100) and writes JSON to
+``benchmarks/results/training_<device>.json`` (options off the defaults add a tag).
 
 ``--spline-stand-in`` replaces the spline of our couplings by a one-operation elementwise map
 (``benchmarks/spline_cost.py``): a bound on what any faster spline could give.

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+import sbi_mflow
 from benchmarks._results import RESULTS, describe_machine, git_commit, machine
 from benchmarks.methods import METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
@@ -82,21 +83,25 @@ def load_results(out: Path = OUT) -> list[dict]:
 
 def table(results: list[dict]) -> str:
     """Markdown: one row per (task, T, budget, method), mean C2ST over observations 1–5
-    (mean over seeds, with the seeds' range), worst observation, and wall times."""
+    (mean over seeds, with the seeds' range), worst observation, wall times, and the
+    sbi-mflow version(s) the runs used."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         for trials, scores in r["trials"].items():
             key = (r["task"], int(trials), r["budget"], r["method"])
-            groups.setdefault(key, []).append({**scores, "train": r["train_seconds"]})
+            groups.setdefault(key, []).append({**scores, "train": r["train_seconds"],
+                                               "version": r["version"]})
     order = list(METHODS)
     lines = ["| task | T | simulations | method | mean C2ST (seeds' range) | worst obs. "
-             "| seeds | train s | sample s |", "|---|---:|---:|---|---|---:|---:|---:|---:|"]
+             "| seeds | train s | sample s | version |",
+             "|---|---:|---:|---|---|---:|---:|---:|---:|---|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], order.index(k[3]))):
         failed = [run["error"] for run in groups[key] if "error" in run]
         runs = [run for run in groups[key] if "error" not in run]
         if failed:
             lines.append(f"| {key[0]} | {key[1]} | {key[2] or '–'} | {key[3]} | failed in "
-                         f"{len(failed)} of {len(groups[key])} seeds ({failed[0]}) | | | | |")
+                         f"{len(failed)} of {len(groups[key])} seeds ({failed[0]}) | | | | "
+                         f"| {_versions(groups[key])} |")
         if not runs:
             continue
         means = [statistics.fmean(run["c2st"]) for run in runs]
@@ -106,8 +111,13 @@ def table(results: list[dict]) -> str:
             f"| {key[0]} | {key[1]} | {key[2] or '–'} | {key[3]} | {statistics.fmean(means):.3f}"
             f"{spread} | {worst:.3f} | {len(runs)} "
             f"| {statistics.fmean(r['train'] for r in runs):.0f} "
-            f"| {statistics.fmean(r['sample_seconds'] for r in runs):.0f} |")
+            f"| {statistics.fmean(r['sample_seconds'] for r in runs):.0f} "
+            f"| {_versions(runs)} |")
     return "\n".join(lines)
+
+
+def _versions(runs: list[dict]) -> str:
+    return ", ".join(sorted({run["version"] for run in runs}))
 
 
 #: sbi's methods on the same (lifted) data: what the M-flow must beat.
@@ -277,7 +287,11 @@ def section() -> str:
         "flow on the task's true chart; sbi_nle_true_chart, sbi's NLE on that chart's "
         "coordinates (against FOM: sbi's NSF and MCMC for our inner flow and NUTS); M-flow "
         "and Me-flow with the library's defaults; exact_likelihood, the same NUTS sampler on "
-        "the task's true likelihood (no simulations: what the sampler alone leaves).\n\n"
+        "the task's true likelihood (no simulations: what the sampler alone leaves). "
+        "\"version\" is sbi-mflow's when the run started: from 0.2.0.dev5 the density phase "
+        "trains until its validation loss stops improving and the pooled mass matrix leaves "
+        "out the spread between modes, so FOM, M-flow, Me-flow and exact_likelihood rows of "
+        "earlier versions are not comparable with later ones.\n\n"
         + table(results)
         + "\n\nWith T = 20 trials at 10⁴ simulations, the M-flow against the bar (mean C2ST "
         "below every sbi method's on the same data, within +0.03 of FOM's, no observation "
@@ -320,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
                             continue
                         done.add(path)
                         result = run_one(task, method, used, seed, args.draws)
-                        result.update(commit=git_commit(), machine=machine(),
+                        result.update(commit=git_commit(), version=sbi_mflow.__version__,
+                                      machine=machine(),
                                       settings={"draws": args.draws, "threads": args.threads})
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(json.dumps(result, indent=1) + "\n")

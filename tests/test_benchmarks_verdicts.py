@@ -7,7 +7,8 @@ versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
 
 def _run(method: str, seed: int, c2st: list[float], task: str = "polynomial_surface") -> dict:
     return {"task": task, "method": method, "budget": 10_000, "seed": seed,
-            "train_seconds": 1.0, "trials": {"20": {"c2st": c2st, "sample_seconds": 1.0}}}
+            "train_seconds": 1.0, "version": "0.2.0.dev5",
+            "trials": {"20": {"c2st": c2st, "sample_seconds": 1.0}}}
 
 
 def _line(lines: list[str], task: str) -> str:
