@@ -208,7 +208,12 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         if exact:
             parts.append("the sampler on the true likelihood (no estimator error) "
                          f"{statistics.fmean(statistics.fmean(v) for v in exact.values()):.3f}")
-        met_everywhere &= not missing
+        versions = sorted({r["version"] for r in results if r["task"] == task
+                           and r["budget"] == budget and r["method"] in ("mflow", "fom")})
+        if len(versions) > 1:
+            parts.append("M-flow and FOM ran with different versions ("
+                         + ", ".join(versions) + "): not comparable")
+        met_everywhere &= not missing and len(versions) < 2
         own = statistics.fmean(statistics.fmean(v) for v in mflow.values())
         text = (f"- {task}: M-flow {own:.3f} ({_seeds(sorted(mflow))}); "
                 + ("; ".join(parts) if parts else "no comparison run yet"))

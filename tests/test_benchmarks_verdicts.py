@@ -86,3 +86,15 @@ def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch
                      "--out", str(tmp_path)])
     assert calls == [("polynomial_surface", "exact_likelihood", 0, 0),
                      ("polynomial_surface", "exact_likelihood", 0, 1)]
+
+
+def test_mflow_and_fom_from_different_versions_are_not_compared_silently():
+    """An M-flow run of an earlier version against a FOM run of a later one: the verdict
+    names both versions."""
+    results = [{**_run("mflow", 0, [0.50] * 5), "version": "0.2.0.dev4"},
+               _run("fom", 0, [0.50] * 5)]
+    for method in versus_sbi.SBI_METHODS:
+        results.append(_run(method, 0, [0.9] * 5))
+    lines = versus_sbi.verdicts(results)
+    line = _line(lines, "polynomial_surface")
+    assert "different versions (0.2.0.dev4, 0.2.0.dev5): not comparable" in line
