@@ -8,10 +8,10 @@ against as many reference draws. A trained model serves every T of its task.
 
 Each (task, method, budget, seed) writes
 ``benchmarks/results/versus_sbi/<task>/<method>-n<budget>-seed<seed>.json`` as soon as it is
-done (training and sampling seconds, C2ST per T and observation, the machine and commit); a
-rerun skips what is there (``--force`` redoes it), so long runs resume and can be split
-across processes (``--tasks``, ``--methods``, ``--budgets``, ``--seeds``). ``--report``
-prints the table from the JSON. Commands (one torch thread)::
+done (training and sampling seconds, C2ST per T and observation, the machine, the commit and
+sbi-mflow's version); a rerun skips what is there (``--force`` redoes it), so long runs
+resume and can be split across processes (``--tasks``, ``--methods``, ``--budgets``,
+``--seeds``). ``--report`` prints the table from the JSON. Commands (one torch thread)::
 
     python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
