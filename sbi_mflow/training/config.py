@@ -24,8 +24,8 @@ MANIFOLD_RATE_FACTOR = 3.0
 #: The density phase's epoch limit, as a multiple of ``max_num_epochs`` when not given. The
 #: phase stops earlier when its validation loss stops improving, as sbi's NLE does. Its
 #: epochs cost only the n-dimensional inner flow; at E/2 = 25 epochs the inner flow of
-#: lifted SLCP was far from trained (held-out log-likelihood 2.1 nats below the one early
-#: stopping reached, at epoch 136; CHANGELOG.md, 0.2.0.dev5).
+#: lifted SLCP was far from trained (held-out log-likelihood 2.4 nats per simulation below
+#: the one this default reached, best epoch 128; CHANGELOG.md, 0.2.0.dev5).
 DENSITY_EPOCHS_FACTOR = 4
 #: Below this batch size a CUDA step is bound by launch overhead (a warning says so).
 SMALL_CUDA_BATCH = 512
