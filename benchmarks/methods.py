@@ -17,6 +17,9 @@ Each method trains on (θ, x) and returns a :class:`Fitted`, whose ``sample(num,
   loss stops improving);
 * ``mflow``, ``meflow``: ``ManifoldNLE`` with the library's defaults; NUTS posterior,
   ``sample_batched`` over the observations;
+* ``nsf_on_mflow_chart``: the ``mflow`` row's learned chart with sbi's NSF (NLE) trained
+  on its encodings u = e(x) in place of our inner flow, sampled by the same NUTS: against
+  ``mflow`` it says whether the inner flow or the learned coordinates are short;
 * ``exact_likelihood``: no training; the same NUTS posterior on the task's true likelihood
   (tasks with a tractable one). Against ``fom`` and ``mflow`` it says what the sampler alone
   leaves: the C2ST a perfect likelihood estimator would get.
@@ -121,7 +124,8 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
                   {"epochs": inference.summary["epochs_trained"][-1]})
 
 
-def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
+def _train_manifold(model: str, task, theta: Tensor, x: Tensor, seed: int):
+    """``ManifoldNLE`` with the library's defaults: (inference, estimator, seconds)."""
     chart = task.chart() if model == "fom" else None
     torch.manual_seed(seed)
     build = sbi_mflow.manifold_likelihood_nn(model, task.manifold_dim, chart=chart)
@@ -130,16 +134,46 @@ def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inference.append_simulations(theta, x).train()
-    seconds = time.perf_counter() - start
-    posterior = inference.build_posterior()
+        estimator = inference.append_simulations(theta, x).train()
+    return inference, estimator, time.perf_counter() - start
 
+
+def _nuts_sampler(posterior) -> Callable[[int, Tensor], Tensor]:
+    """``sample_batched`` of a NUTS posterior over all observations: xs (B, T, D)."""
     def sample(num: int, xs: Tensor) -> Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return posterior.sample_batched((num,), x=xs)
+            return posterior.sample_batched((num,), x=xs, show_progress_bars=False)
+    return sample
 
-    return Fitted(sample, seconds, {"epochs": inference.summary["epochs_trained"][-1]})
+
+def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
+    inference, _, seconds = _train_manifold(model, task, theta, x, seed)
+    return Fitted(_nuts_sampler(inference.build_posterior()), seconds,
+                  {"epochs": inference.summary["epochs_trained"][-1]})
+
+
+def nsf_on_mflow_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
+    """The ``mflow`` row's chart (same seed, same training) with sbi's NSF in place of our
+    inner flow: NLE's NSF trained on the encodings u = e(x), sampled by the same NUTS on its
+    exact likelihood. Against ``mflow`` it says whether the inner flow or the learned
+    coordinates limit the posterior."""
+    from sbi.inference import NLE
+
+    inference, estimator, manifold_seconds = _train_manifold("mflow", task, theta, x, seed)
+    estimator.eval()
+
+    def encode(points: Tensor) -> Tensor:  # (..., D) -> (..., n)
+        with torch.no_grad():
+            u = estimator.encode(points.reshape(-1, points.shape[-1]))
+        return u.reshape(*points.shape[:-1], -1)
+
+    nle = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
+    nsf, nsf_seconds = _train_sbi(nle, theta, encode(x), seed)
+    sample = _nuts_sampler(sbi_mflow.nuts_posterior(nsf, task.prior))
+    return Fitted(lambda num, xs: sample(num, encode(xs)), manifold_seconds + nsf_seconds,
+                  {"epochs": inference.summary["epochs_trained"][-1],
+                   "nsf_epochs": nle.summary["epochs_trained"][-1]})
 
 
 class _TrueLikelihood(ConditionalDensityEstimator):
@@ -191,6 +225,7 @@ METHODS: dict[str, Callable[..., Fitted]] = {
     "fom": partial(_manifold, "fom"),
     "mflow": partial(_manifold, "mflow"),
     "meflow": partial(_manifold, "meflow"),
+    "nsf_on_mflow_chart": nsf_on_mflow_chart,
     "exact_likelihood": exact_likelihood,
 }
 

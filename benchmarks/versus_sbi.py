@@ -122,6 +122,11 @@ def _versions(runs: list[dict]) -> str:
 
 #: sbi's methods on the same (lifted) data: what the M-flow must beat.
 SBI_METHODS = ("sbi_nle", "sbi_npe", "sbi_npse")
+#: (method, the method it swaps one part of, the swap): where the M-flow misses the bar,
+#: these say which part is short.
+SWAPS = (("nsf_on_mflow_chart", "mflow", "sbi's NSF for our inner flow on the learned chart"),
+         ("sbi_nle_true_chart", "fom", "sbi's NSF and MCMC for our inner flow and NUTS on "
+                                       "the true chart"))
 
 
 def _per_observation(results: list[dict], task: str, trials: int, budget: int,
@@ -208,6 +213,12 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         if exact:
             parts.append("the sampler on the true likelihood (no estimator error) "
                          f"{statistics.fmean(statistics.fmean(v) for v in exact.values()):.3f}")
+        for method, base, swap in SWAPS:
+            paired = _paired_means(_per_observation(results, task, trials, budget, method),
+                                   _per_observation(results, task, trials, budget, base))
+            if paired is not None:
+                parts.append(f"{swap}: {paired[0]:.3f} against {base}'s {paired[1]:.3f} "
+                             f"({_seeds(paired[2])})")
         versions = sorted({r["version"] for r in results if r["task"] == task
                            and r["budget"] == budget and r["method"] in ("mflow", "fom")})
         if len(versions) > 1:

@@ -98,3 +98,15 @@ def test_mflow_and_fom_from_different_versions_are_not_compared_silently():
     lines = versus_sbi.verdicts(results)
     line = _line(lines, "polynomial_surface")
     assert "different versions (0.2.0.dev4, 0.2.0.dev5): not comparable" in line
+
+
+def test_swaps_are_reported_against_the_method_they_change_one_part_of():
+    """sbi's NSF on the M-flow's chart (seed 0) against the M-flow (seed 0 only), and sbi's
+    NLE on the true chart against FOM: each swap's mean beside its base's."""
+    results = [_run("mflow", 0, [0.80] * 5), _run("mflow", 1, [0.60] * 5),
+               _run("nsf_on_mflow_chart", 0, [0.78] * 5), _run("fom", 0, [0.70] * 5),
+               _run("sbi_nle_true_chart", 0, [0.72] * 5)]
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert ("sbi's NSF for our inner flow on the learned chart: 0.780 against mflow's 0.800 "
+            "(seed 0)") in line
+    assert "on the true chart: 0.720 against fom's 0.700 (seed 0)" in line
