@@ -85,17 +85,23 @@ def sbi_nle(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
                   {"epochs": inference.summary["epochs_trained"][-1]})
 
 
+def _coordinates(encode_rows: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """A chart's encoder on batches of any shape, without gradients: (..., D) -> (..., n),
+    from ``encode_rows`` (B, D) -> (B, n)."""
+    def encode(points: Tensor) -> Tensor:
+        with torch.no_grad():
+            u = encode_rows(points.reshape(-1, points.shape[-1]))
+        return u.reshape(*points.shape[:-1], -1)
+    return encode
+
+
 def sbi_nle_true_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NLE
 
     if task.chart is None:
         raise ValueError(f"{task.name} exposes no true chart.")
     chart = task.chart()
-
-    def encode(points: Tensor) -> Tensor:  # (..., D) -> (..., n)
-        with torch.no_grad():
-            u = chart.encode(points.reshape(-1, points.shape[-1]).double())
-        return u.float().reshape(*points.shape[:-1], -1)
+    encode = _coordinates(lambda rows: chart.encode(rows.double()).float())
 
     inference = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
     _, seconds = _train_sbi(inference, theta, encode(x), seed)
@@ -162,11 +168,7 @@ def nsf_on_mflow_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
 
     inference, estimator, manifold_seconds = _train_manifold("mflow", task, theta, x, seed)
     estimator.eval()
-
-    def encode(points: Tensor) -> Tensor:  # (..., D) -> (..., n)
-        with torch.no_grad():
-            u = estimator.encode(points.reshape(-1, points.shape[-1]))
-        return u.reshape(*points.shape[:-1], -1)
+    encode = _coordinates(estimator.encode)
 
     nle = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
     nsf, nsf_seconds = _train_sbi(nle, theta, encode(x), seed)
@@ -207,14 +209,7 @@ def exact_likelihood(task, theta: Tensor | None, x: Tensor | None, seed: int) ->
     data_dim = task.observe(1, task.trials[0]).shape[-1]
     param_dim = task.prior.sample((1,)).shape[-1]
     estimator = _TrueLikelihood(task.log_likelihood, data_dim, param_dim)
-    posterior = sbi_mflow.nuts_posterior(estimator, task.prior)
-
-    def sample(num: int, xs: Tensor) -> Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return posterior.sample_batched((num,), x=xs, show_progress_bars=False)
-
-    return Fitted(sample, 0.0, {})
+    return Fitted(_nuts_sampler(sbi_mflow.nuts_posterior(estimator, task.prior)), 0.0, {})
 
 
 METHODS: dict[str, Callable[..., Fitted]] = {
