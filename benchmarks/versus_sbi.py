@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -159,6 +160,83 @@ def _seeds(seeds: list[int]) -> str:
     return "seed " + ", ".join(map(str, seeds)) if len(seeds) < 3 else f"{len(seeds)} seeds"
 
 
+@dataclass
+class _Verdict:
+    """The parts of one task's verdict line, the comparisons not run, and whether the bar
+    holds so far."""
+
+    parts: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    met: bool = True
+
+
+def _against_sbi(verdict: _Verdict, results: list[dict], mflow: dict, key: tuple) -> None:
+    """Below every sbi method's mean C2ST, over the seeds both ran."""
+    for method in SBI_METHODS:
+        paired = _paired_means(mflow, _per_observation(results, *key, method))
+        failed = _failures(results, *key, method)
+        if paired is None and set(failed) & set(mflow):
+            seeds = sorted(set(failed) & set(mflow))
+            verdict.parts.append(f"{method} gave no posterior ({_seeds(seeds)}: "
+                                 f"{failed[seeds[0]]})")
+        elif paired is None:
+            verdict.missing.append(method)
+        else:
+            ours, theirs, seeds = paired
+            verdict.met &= ours < theirs
+            verdict.parts.append(f"{'below' if ours < theirs else 'not below'} {method} "
+                                 f"({ours:.3f} against {theirs:.3f}, {_seeds(seeds)})")
+
+
+def _against_fom(verdict: _Verdict, results: list[dict], mflow: dict, key: tuple,
+                 has_chart: bool) -> None:
+    """Within +0.03 of FOM's mean C2ST and no observation more than +0.10 above FOM's."""
+    fom = _per_observation(results, *key, "fom")
+    paired = _paired_means(mflow, fom)
+    if paired is None:
+        if has_chart:
+            verdict.missing.append("fom")
+        else:
+            verdict.parts.append("no true chart, so no FOM")
+        return
+    ours, oracle, seeds = paired
+    gap = ours - oracle
+    excess = max(a - b for seed in seeds for a, b in zip(mflow[seed], fom[seed], strict=True))
+    # C2ST scores are fractions k/2000 stored as floats: their differences carry ~1e-16 of
+    # rounding, so the targets are compared with 1e-9 to spare.
+    gap_met, excess_met = gap <= 0.03 + 1e-9, excess <= 0.10 + 1e-9
+    verdict.met &= gap_met and excess_met
+    verdict.parts.append(f"M-flow − FOM {gap:+.4f} ({'met' if gap_met else 'missed'}; "
+                         f"target ≤ +0.03, {_seeds(seeds)})")
+    verdict.parts.append(f"largest excess over FOM on one observation {excess:+.4f} "
+                         f"({'met' if excess_met else 'missed'}; target ≤ +0.10)")
+
+
+def _diagnostics(verdict: _Verdict, results: list[dict], key: tuple) -> None:
+    """What the sampler alone leaves (the true likelihood) and each swap beside its base."""
+    task, trials, _ = key
+    exact = _per_observation(results, task, trials, 0, "exact_likelihood")
+    if exact:
+        verdict.parts.append(
+            "the sampler on the true likelihood (no estimator error) "
+            f"{statistics.fmean(statistics.fmean(v) for v in exact.values()):.3f}")
+    for method, base, swap in SWAPS:
+        paired = _paired_means(_per_observation(results, *key, method),
+                               _per_observation(results, *key, base))
+        if paired is not None:
+            verdict.parts.append(f"{swap}: {paired[0]:.3f} against {base}'s "
+                                 f"{paired[1]:.3f} ({_seeds(paired[2])})")
+
+
+def _same_version(verdict: _Verdict, results: list[dict], task: str, budget: int) -> None:
+    versions = sorted({r["version"] for r in results if r["task"] == task
+                       and r["budget"] == budget and r["method"] in ("mflow", "fom")})
+    if len(versions) > 1:
+        verdict.met = False
+        verdict.parts.append("M-flow and FOM ran with different versions ("
+                             + ", ".join(versions) + "): not comparable")
+
+
 def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> list[str]:
     """The M-flow against the bar on every task with T trials at ``budget`` simulations:
     mean C2ST below every sbi method's, within +0.03 of FOM's, and no observation more than
@@ -169,67 +247,23 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         if trials not in spec.trials:
             lines.append(f"- {task}: no reference posterior for T = {trials}.")
             continue
-        mflow = _per_observation(results, task, trials, budget, "mflow")
+        key = (task, trials, budget)
+        mflow = _per_observation(results, *key, "mflow")
         if not mflow:
             met_everywhere = False
             lines.append(f"- {task}: no M-flow run with T = {trials} yet.")
             continue
-        parts, missing = [], []
-        for method in SBI_METHODS:
-            paired = _paired_means(mflow, _per_observation(results, task, trials, budget, method))
-            failed = _failures(results, task, trials, budget, method)
-            if paired is None and set(failed) & set(mflow):
-                seeds = sorted(set(failed) & set(mflow))
-                parts.append(f"{method} gave no posterior ({_seeds(seeds)}: "
-                             f"{failed[seeds[0]]})")
-                continue
-            if paired is None:
-                missing.append(method)
-                continue
-            ours, theirs, seeds = paired
-            met_everywhere &= ours < theirs
-            parts.append(f"{'below' if ours < theirs else 'not below'} {method} "
-                         f"({ours:.3f} against {theirs:.3f}, {_seeds(seeds)})")
-        fom = _per_observation(results, task, trials, budget, "fom")
-        paired = _paired_means(mflow, fom)
-        if paired is not None:
-            ours, oracle, seeds = paired
-            gap = ours - oracle
-            excess = max(a - b for seed in seeds
-                         for a, b in zip(mflow[seed], fom[seed], strict=True))
-            # C2ST scores are fractions k/2000 stored as floats: their differences carry
-            # ~1e-16 of rounding, so the targets are compared with 1e-9 to spare.
-            gap_met, excess_met = gap <= 0.03 + 1e-9, excess <= 0.10 + 1e-9
-            met_everywhere &= gap_met and excess_met
-            parts.append(f"M-flow − FOM {gap:+.4f} ({'met' if gap_met else 'missed'}; "
-                         f"target ≤ +0.03, {_seeds(seeds)})")
-            parts.append(f"largest excess over FOM on one observation {excess:+.4f} "
-                         f"({'met' if excess_met else 'missed'}; target ≤ +0.10)")
-        elif spec.chart is not None:
-            missing.append("fom")
-        else:
-            parts.append("no true chart, so no FOM")
-        exact = _per_observation(results, task, trials, 0, "exact_likelihood")
-        if exact:
-            parts.append("the sampler on the true likelihood (no estimator error) "
-                         f"{statistics.fmean(statistics.fmean(v) for v in exact.values()):.3f}")
-        for method, base, swap in SWAPS:
-            paired = _paired_means(_per_observation(results, task, trials, budget, method),
-                                   _per_observation(results, task, trials, budget, base))
-            if paired is not None:
-                parts.append(f"{swap}: {paired[0]:.3f} against {base}'s {paired[1]:.3f} "
-                             f"({_seeds(paired[2])})")
-        versions = sorted({r["version"] for r in results if r["task"] == task
-                           and r["budget"] == budget and r["method"] in ("mflow", "fom")})
-        if len(versions) > 1:
-            parts.append("M-flow and FOM ran with different versions ("
-                         + ", ".join(versions) + "): not comparable")
-        met_everywhere &= not missing and len(versions) < 2
+        verdict = _Verdict()
+        _against_sbi(verdict, results, mflow, key)
+        _against_fom(verdict, results, mflow, key, spec.chart is not None)
+        _diagnostics(verdict, results, key)
+        _same_version(verdict, results, task, budget)
+        met_everywhere &= verdict.met and not verdict.missing
         own = statistics.fmean(statistics.fmean(v) for v in mflow.values())
         text = (f"- {task}: M-flow {own:.3f} ({_seeds(sorted(mflow))}); "
-                + ("; ".join(parts) if parts else "no comparison run yet"))
-        lines.append(text + (f". Not run with the M-flow's seeds: {', '.join(missing)}."
-                             if missing else "."))
+                + ("; ".join(verdict.parts) if verdict.parts else "no comparison run yet"))
+        lines.append(text + (f". Not run with the M-flow's seeds: {', '.join(verdict.missing)}."
+                             if verdict.missing else "."))
     lines.append(f"\nBar met on every task: {'yes' if met_everywhere else 'no'}.")
     return lines
 
