@@ -75,7 +75,7 @@ __all__ = [
     "simulate",
 ]
 
-__version__ = "0.2.0.dev5"
+__version__ = "0.2.0.dev6"
 
 #: Imported on first use (they need Zarr and Dask, which training and inference do not).
 _SIMULATION = ("SimulationResult", "SimulationWarning", "load_simulations", "simulate")

@@ -7,7 +7,7 @@ versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
 
 def _run(method: str, seed: int, c2st: list[float], task: str = "polynomial_surface") -> dict:
     return {"task": task, "method": method, "budget": 10_000, "seed": seed,
-            "train_seconds": 1.0, "version": "0.2.0.dev5",
+            "train_seconds": 1.0, "version": "0.2.0.dev6",
             "trials": {"20": {"c2st": c2st, "sample_seconds": 1.0}}}
 
 
@@ -88,16 +88,21 @@ def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch
                      ("polynomial_surface", "exact_likelihood", 0, 1)]
 
 
-def test_mflow_and_fom_from_different_versions_are_not_compared_silently():
-    """An M-flow run of an earlier version against a FOM run of a later one: the verdict
-    names both versions."""
-    results = [{**_run("mflow", 0, [0.50] * 5), "version": "0.2.0.dev4"},
-               _run("fom", 0, [0.50] * 5)]
+def test_a_stale_mflow_run_is_shown_apart_and_left_out_of_the_bar():
+    """An M-flow run of a version before the last change to the M-flow: its own row, marked
+    stale, and not the M-flow the bar compares (the current one is)."""
+    results = [{**_run("mflow", 0, [0.50] * 5), "version": "0.2.0.dev5"},
+               _run("mflow", 0, [0.70] * 5), _run("fom", 0, [0.69] * 5)]
     for method in versus_sbi.SBI_METHODS:
         results.append(_run(method, 0, [0.9] * 5))
-    lines = versus_sbi.verdicts(results)
-    line = _line(lines, "polynomial_surface")
-    assert "different versions (0.2.0.dev4, 0.2.0.dev5): not comparable" in line
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert line.startswith("- polynomial_surface: M-flow 0.700 (seed 0)")
+    table = versus_sbi.table(results)
+    assert "| polynomial_surface | 20 | 10000 | mflow (stale) | 0.500 |" in table
+    assert "| polynomial_surface | 20 | 10000 | mflow | 0.700 |" in table
+    only_stale = [results[0], *results[2:]]
+    assert "no M-flow run of 0.2.0.dev6 or later" in _line(versus_sbi.verdicts(only_stale),
+                                                          "polynomial_surface")
 
 
 def test_swaps_are_reported_against_the_method_they_change_one_part_of():
