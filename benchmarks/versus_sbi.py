@@ -86,8 +86,8 @@ CURRENT_SINCE = {
     "fom": "0.2.0.dev5",  # the density phase trains to early stopping; pooled mass matrix
     "exact_likelihood": "0.2.0.dev5",  # the pooled mass matrix
     "nsf_on_mflow_chart": "0.2.0.dev5",  # the M-flow's chart and NUTS
-    "mflow": "0.2.0.dev6",  # the learned chart's encodings are standardised
-    "meflow": "0.2.0.dev6",
+    "mflow": "0.2.0.dev5",  # the density phase trains to early stopping; pooled mass matrix
+    "meflow": "0.2.0.dev5",
 }
 
 

@@ -32,9 +32,8 @@ FORMAT = "sbi-mflow/estimator"
 #: 2: the estimator composed of parts (``net.chart``, ``net.encoder.network``), the model
 #:    named by ``config["model"]``;
 #: 3: ``config["spec"]`` describes the parts (any composition, presets included) and
-#:    ``"chart"`` identifies a registered prescribed chart (or is None);
-#: 4: the inner flow of a learned chart standardises u (``net.inner.standardize``).
-_VERSION = 4
+#:    ``"chart"`` identifies a registered prescribed chart (or is None).
+_VERSION = 3
 
 
 def _upgrade_v1(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -50,15 +49,6 @@ def _upgrade_v1(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 break
         upgraded[key] = value
     return upgraded
-
-
-def _identity_inner_standardization(state: dict[str, torch.Tensor],
-                                    estimator: ManifoldFlowEstimator) -> dict[str, torch.Tensor]:
-    """A file before version 4 of a learned chart has no standardisation of u: the
-    identity, which the freshly built estimator holds, gives the same estimator."""
-    prefix = "net.inner.standardize."
-    identity = {k: v for k, v in estimator.state_dict().items() if k.startswith(prefix)}
-    return {**identity, **state}
 
 
 def _config_values(payload: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +140,6 @@ def load(
             )
         chart = registered_chart(identity["name"], identity["options"])
     estimator = build_estimator(config, chart=chart)
-    if version < 4:
-        state = _identity_inner_standardization(state, estimator)
     estimator.load_state_dict(state)
     if payload.get("reference_reconstruction_error") is not None:
         estimator.reference_reconstruction_error = float(payload["reference_reconstruction_error"])

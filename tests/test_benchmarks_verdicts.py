@@ -91,7 +91,7 @@ def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch
 def test_a_stale_mflow_run_is_shown_apart_and_left_out_of_the_bar():
     """An M-flow run of a version before the last change to the M-flow: its own row, marked
     stale, and not the M-flow the bar compares (the current one is)."""
-    results = [{**_run("mflow", 0, [0.50] * 5), "version": "0.2.0.dev5"},
+    results = [{**_run("mflow", 0, [0.50] * 5), "version": "0.2.0.dev4"},
                _run("mflow", 0, [0.70] * 5), _run("fom", 0, [0.69] * 5)]
     for method in versus_sbi.SBI_METHODS:
         results.append(_run(method, 0, [0.9] * 5))
@@ -101,7 +101,7 @@ def test_a_stale_mflow_run_is_shown_apart_and_left_out_of_the_bar():
     assert "| polynomial_surface | 20 | 10000 | mflow (stale) | 0.500 |" in table
     assert "| polynomial_surface | 20 | 10000 | mflow | 0.700 |" in table
     only_stale = [results[0], *results[2:]]
-    assert "no M-flow run of 0.2.0.dev6 or later" in _line(versus_sbi.verdicts(only_stale),
+    assert "no M-flow run of 0.2.0.dev5 or later" in _line(versus_sbi.verdicts(only_stale),
                                                           "polynomial_surface")
 
 

@@ -106,12 +106,10 @@ class ChartPart(nn.Module):
         """Draw fresh initial weights (and permutations) with the part's own recipe."""
 
     def latent_standardization(self, x: Tensor | None) -> Standardization | None:
-        """The inner flow's affine standardisation of u = e(x), or None when it needs none.
-
-        A learned chart's is the identity here: its u move while the manifold trains, so
-        the trainer sets the statistics from the encodings when the density phase starts
-        (:meth:`~sbi_mflow.flows.inner.InnerFlow.fit_standardization`)."""
-        return Standardization.from_data(None, self.manifold_dim)
+        """The inner flow's affine standardisation of u = e(x), from training data ``x``
+        (identity statistics without data), or None when u is already of order one (a
+        learned chart on standardised x)."""
+        return None
 
     def log_det_metric(self, u: Tensor, context: Tensor | None = None,
                        mode: str = "auto") -> Tensor:

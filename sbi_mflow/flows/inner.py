@@ -4,13 +4,11 @@ log p(u | θ) = log N(h(u; θ); 0, I_n) + log|det ∂h/∂u|, the chart log-like
 with chart coordinates u (Brehmer & Cranmer 2020, eq. 5). θ enters as the context (the
 embedded θ) of every coupling layer.
 
-The chart's coordinates need not be of order one (a prescribed chart g* may have any
-scale; a learned chart's u = e(x) of standardised x spread with σ ≈ 2 on lifted tasks), so
-h starts with an affine standardisation s(u) = (u − m) / σ from the training encodings,
+When the chart's coordinates are not of order one (a prescribed chart g* may have any
+scale), h starts with an affine standardisation s(u) = (u − m) / σ from the training data,
 h = h' ∘ s, and its log|det| −Σ_j log σ_j is part of log|det ∂h/∂u|: the splines (identity
 outside [−B, B]) then see standardised coordinates and the density stays in the chart's
-units. A prescribed chart's statistics come with the estimator's first training batch; a
-learned chart's when its density phase starts (:meth:`InnerFlow.fit_standardization`).
+units.
 """
 
 from __future__ import annotations
@@ -66,15 +64,6 @@ class InnerFlow(CompositeTransform):
             return u, logdet
         u, logdet_standardize = self.standardize.inverse(u)
         return u, logdet + logdet_standardize
-
-    def fit_standardization(self, u: Tensor) -> None:
-        """Set the standardisation's statistics to those of the encodings ``u`` (N, n);
-        nothing when h has no standardisation."""
-        if self.standardize is None:
-            return
-        fitted = Standardization.from_data(u, u.shape[-1])
-        self.standardize.mean.copy_(fitted.mean)
-        self.standardize.std.copy_(fitted.std)
 
     def reinitialize(self) -> None:
         """Fresh weights and permutations (the standardisation, from data, stays)."""

@@ -145,20 +145,6 @@ class _ManifoldSchedule(Schedule):
         phase.candidate = candidate if self.config.manifold_candidates > 1 else None
         return phase
 
-    def encodings(self, batch_size: int = 4096) -> torch.Tensor:
-        """u = e(x) of every training row with the current manifold (N, n)."""
-        self.estimator.eval()
-        with torch.no_grad():
-            return torch.cat([self.estimator.encode_point(chunk).u
-                              for chunk in self.data.x.split(batch_size)])
-
-    def _standardize_encodings(self, u: torch.Tensor) -> None:
-        """Before the first density epoch: the inner flow's standardisation of u from the
-        training encodings (a learned chart's u have whatever scale the manifold phase
-        left them; see :mod:`sbi_mflow.flows.inner`)."""
-        if self.estimator.learns_manifold:
-            self.estimator.inner.fit_standardization(u)
-
     def _reinitialize(self, inner: bool = False) -> None:
         """Fresh initial weights (and permutations) for the chart body and the encoder, and
         for the inner flow if asked, each drawn by the part itself."""
@@ -243,6 +229,13 @@ class Sequential(_ManifoldSchedule):
     def phases(self) -> list[Phase]:
         return [p for p in (self.manifold, self.density) if p is not None]
 
+    def encodings(self, batch_size: int = 4096) -> torch.Tensor:
+        """u = e(x) of every training row with the current manifold (N, n)."""
+        self.estimator.eval()
+        with torch.no_grad():
+            return torch.cat([self.estimator.encode_point(chunk).u
+                              for chunk in self.data.x.split(batch_size)])
+
     def run(self, record: Recorder, progress: bool) -> None:
         def manifold_phase() -> None:
             if self.manifold is None:
@@ -256,10 +249,7 @@ class Sequential(_ManifoldSchedule):
         else:  # resumed: continue the chosen manifold
             manifold_phase()
             self.check = check_manifold(self.estimator, self.data)
-        encodings = self.encodings()
-        if self.density.epochs_done == 0:
-            self._standardize_encodings(encodings)
-        self.density.data = self.data.with_inputs(encodings)
+        self.density.data = self.data.with_inputs(self.encodings())
         self._run_phase(self.density, record, progress)
 
     def extend(self, config: TrainConfig) -> None:
@@ -326,8 +316,6 @@ class Alternating(_ManifoldSchedule):
             self.rounds_done = 0
 
     def _run_rounds(self, record: Recorder, progress: bool) -> None:
-        if self.rounds_done == 0:
-            self._standardize_encodings(self.encodings())
         with _progress(self.rounds - self.rounds_done, "alternating M/D", progress) as bar:
             while self.rounds_done < self.rounds and not self.stopping.stopped:
                 results = [phase.run_epoch(self.estimator, self.config)
