@@ -153,10 +153,30 @@ def _nuts_sampler(posterior) -> Callable[[int, Tensor], Tensor]:
     return sample
 
 
+#: Fresh simulations on which a chart's reconstruction error is measured, and their seed.
+HELD_OUT, HELD_OUT_SEED = 2000, 987_654
+
+
+def _chart_quality(task, estimator) -> dict:
+    """The chart on fresh simulations: mean and median of ‖x − g(e(x))‖₂ (the paper's
+    reconstruction error, unclipped), and the data's RMS distance to its mean for scale."""
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(HELD_OUT_SEED)
+    x = task.simulate(task.prior.sample((HELD_OUT,)))
+    torch.set_rng_state(generator_state)
+    estimator.eval()
+    with torch.no_grad():
+        errors = estimator.reconstruction_error(x)
+    spread = (x - x.mean(0)).norm(dim=-1).pow(2).mean().sqrt()
+    return {"reconstruction_mean": errors.mean().item(),
+            "reconstruction_median": errors.median().item(), "data_rms": spread.item()}
+
+
 def _manifold(model: str, task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
-    inference, _, seconds = _train_manifold(model, task, theta, x, seed)
+    inference, estimator, seconds = _train_manifold(model, task, theta, x, seed)
     return Fitted(_nuts_sampler(inference.build_posterior()), seconds,
-                  {"epochs": inference.summary["epochs_trained"][-1]})
+                  {"epochs": inference.summary["epochs_trained"][-1],
+                   **_chart_quality(task, estimator)})
 
 
 def nsf_on_mflow_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
@@ -175,7 +195,8 @@ def nsf_on_mflow_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     sample = _nuts_sampler(sbi_mflow.nuts_posterior(nsf, task.prior))
     return Fitted(lambda num, xs: sample(num, encode(xs)), manifold_seconds + nsf_seconds,
                   {"epochs": inference.summary["epochs_trained"][-1],
-                   "nsf_epochs": nle.summary["epochs_trained"][-1]})
+                   "nsf_epochs": nle.summary["epochs_trained"][-1],
+                   **_chart_quality(task, estimator)})
 
 
 class _TrueLikelihood(ConditionalDensityEstimator):
