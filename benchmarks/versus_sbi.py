@@ -137,6 +137,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def chart_table(results: list[dict]) -> str:
+    """Markdown: the learned (and true) charts' reconstruction error ‖x − g(e(x))‖₂ on fresh
+    simulations, mean over the seeds of runs that recorded it, beside the data's RMS
+    distance to its mean; empty when no run recorded it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if "reconstruction_mean" in r.get("info", {}) and not is_stale(r):
+            groups.setdefault((r["task"], r["budget"], r["method"]), []).append(r["info"])
+    if not groups:
+        return ""
+    order = list(METHODS)
+    lines = ["| task | simulations | method | mean reconstruction error | median "
+             "| data RMS | seeds |", "|---|---:|---|---:|---:|---:|---:|"]
+    for key in sorted(groups, key=lambda k: (k[0], k[1], order.index(k[2]))):
+        infos = groups[key]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} "
+                     f"| {statistics.fmean(i['reconstruction_mean'] for i in infos):.3g} "
+                     f"| {statistics.fmean(i['reconstruction_median'] for i in infos):.3g} "
+                     f"| {statistics.fmean(i['data_rms'] for i in infos):.3g} | {len(infos)} |")
+    return "\n".join(lines)
+
+
 def _versions(runs: list[dict]) -> str:
     return ", ".join(sorted({run["version"] for run in runs}))
 
@@ -332,6 +354,14 @@ def figure(results: list[dict], path: Path) -> None:
 FIGURE = "figures/versus_sbi.png"
 
 
+def _charts_paragraph(results: list[dict]) -> str:
+    charts = chart_table(results)
+    if not charts:
+        return ""
+    return ("\n\nThe charts of the manifold methods on 2000 fresh simulations of the task "
+            "(FOM's is the true chart: its error is rounding):\n\n" + charts)
+
+
 def section() -> str:
     """The table of every committed (task, T, budget, method) and the figure."""
     results = load_results(OUT)
@@ -364,6 +394,7 @@ def section() -> str:
         "below every sbi method's on the same data, within +0.03 of FOM's, no observation "
         "more than +0.10 above FOM's; each comparison over the seeds both ran):\n\n"
         + "\n".join(verdicts(results))
+        + _charts_paragraph(results)
         + f"\n\n![C2ST against simulations]({FIGURE})\n\nMachines: "
         + "; ".join(machines) + ".\n")
 

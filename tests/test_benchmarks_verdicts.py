@@ -115,3 +115,18 @@ def test_swaps_are_reported_against_the_method_they_change_one_part_of():
     assert ("sbi's NSF for our inner flow on the learned chart: 0.780 against mflow's 0.800 "
             "(seed 0)") in line
     assert "on the true chart: 0.720 against fom's 0.700 (seed 0)" in line
+
+
+def test_chart_table_averages_the_seeds_that_recorded_a_reconstruction_error():
+    """Two M-flow seeds recorded their chart (errors 0.2 and 0.4: mean 0.3); an older run
+    without the record and a stale run are left out; no record at all gives no table."""
+    def charted(seed, error, version="0.2.0.dev6"):
+        return {**_run("mflow", seed, [0.6] * 5), "version": version,
+                "info": {"reconstruction_mean": error, "reconstruction_median": error / 2,
+                         "data_rms": 7.0}}
+    results = [charted(0, 0.2), charted(1, 0.4), charted(2, 9.0, version="0.2.0.dev4"),
+               _run("fom", 0, [0.6] * 5)]
+    table = versus_sbi.chart_table(results)
+    assert "| polynomial_surface | 10000 | mflow | 0.3 | 0.15 | 7 | 2 |" in table
+    assert "fom" not in table
+    assert versus_sbi.chart_table([_run("mflow", 0, [0.6] * 5)]) == ""
