@@ -11,7 +11,9 @@ Each (task, method, budget, seed) writes
 done (training and sampling seconds, C2ST per T and observation, the machine, the commit and
 sbi-mflow's version); a rerun skips what is there (``--force`` redoes it), so long runs
 resume and can be split across processes (``--tasks``, ``--methods``, ``--budgets``,
-``--seeds``). ``--report`` prints the table from the JSON. Commands (one torch thread)::
+``--seeds``); a stale result (of a version before its method's last change) is redone
+too. ``--dry-run`` lists the runs a command would make; ``--report`` prints the table from
+the JSON. Commands (one torch thread)::
 
     python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
@@ -95,6 +97,12 @@ def is_stale(run: dict) -> bool:
     """Whether ``run`` is of a version before the last change to its method."""
     since = CURRENT_SINCE.get(run["method"])
     return since is not None and Version(run["version"]) < Version(since)
+
+
+def _needs_run(path: Path) -> bool:
+    """No result at ``path`` yet, or a stale one (of a version before its method's last
+    change)."""
+    return not path.exists() or is_stale(json.loads(path.read_text()))
 
 
 def load_results(out: Path = OUT) -> list[dict]:
@@ -408,7 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force", action="store_true", help="redo runs that are there")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs that would be made, and make none")
     parser.add_argument("--report", action="store_true", help="only print the table")
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
     args = parser.parse_args(argv)
@@ -428,15 +438,21 @@ def main(argv: list[str] | None = None) -> None:
                             continue
                         used = 0 if method in NEEDS_LIKELIHOOD else budget
                         path = result_path(args.out, name, method, used, seed)
-                        if path in done or (path.exists() and not args.force):
+                        if path in done or not (args.force or _needs_run(path)):
                             continue
                         done.add(path)
+                        if args.dry_run:
+                            print(f"would run: {name} {method} n={used} seed {seed}")
+                            continue
                         result = run_one(task, method, used, seed, args.draws)
                         result.update(commit=git_commit(), version=sbi_mflow.__version__,
                                       machine=machine(),
                                       settings={"draws": args.draws, "threads": args.threads})
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(json.dumps(result, indent=1) + "\n")
+    if args.dry_run:
+        print(f"{len(done)} runs to make.")
+        return
     print(table(load_results(args.out)))
 
 

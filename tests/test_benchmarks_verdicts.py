@@ -88,6 +88,29 @@ def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch
                      ("polynomial_surface", "exact_likelihood", 0, 1)]
 
 
+def test_a_rerun_redoes_missing_and_stale_results_only(monkeypatch, tmp_path):
+    """Seed 0's M-flow result is current, seed 1's stale (0.2.0.dev4), seed 2's missing:
+    without --force a rerun makes seeds 1 and 2; --dry-run lists them and makes none."""
+    calls = []
+
+    def fake_run(task, method, budget, seed, draws):
+        calls.append(seed)
+        return {**_run(method, seed, [0.6] * 5), "task": task.name, "info": {}}
+
+    for seed, version in ((0, "0.2.0.dev6"), (1, "0.2.0.dev4")):
+        path = versus_sbi.result_path(tmp_path, "polynomial_surface", "mflow", 10_000, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(versus_sbi.json.dumps({**_run("mflow", seed, [0.6] * 5),
+                                               "version": version}))
+    monkeypatch.setattr(versus_sbi, "run_one", fake_run)
+    args = ["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets", "10000",
+            "--seeds", "0", "1", "2", "--out", str(tmp_path)]
+    versus_sbi.main([*args, "--dry-run"])
+    assert calls == []
+    versus_sbi.main(args)
+    assert calls == [1, 2]
+
+
 def test_a_stale_mflow_run_is_shown_apart_and_left_out_of_the_bar():
     """An M-flow run of a version before the last change to the M-flow: its own row, marked
     stale, and not the M-flow the bar compares (the current one is)."""
