@@ -362,6 +362,19 @@ def figure(results: list[dict], path: Path) -> None:
 FIGURE = "figures/versus_sbi.png"
 
 
+def _full_budget_paragraph(results: list[dict], budget: int = 100_000) -> str:
+    """The same comparisons at ``budget`` simulations, for the tasks with an M-flow run
+    there (``--full``): whether a gap at 10⁴ closes with more simulations."""
+    tasks = {r["task"] for r in results
+             if r["method"] == "mflow" and r["budget"] == budget and not is_stale(r)}
+    lines = [line for line in verdicts(results, budget=budget)
+             if any(line.startswith(f"- {task}:") for task in tasks)]
+    if not lines:
+        return ""
+    return (f"\n\nThe same comparisons at {budget} simulations, where the M-flow has run "
+            "there:\n\n" + "\n".join(lines))
+
+
 def _charts_paragraph(results: list[dict]) -> str:
     charts = chart_table(results)
     if not charts:
@@ -402,6 +415,7 @@ def section() -> str:
         "below every sbi method's on the same data, within +0.03 of FOM's, no observation "
         "more than +0.10 above FOM's; each comparison over the seeds both ran):\n\n"
         + "\n".join(verdicts(results))
+        + _full_budget_paragraph(results)
         + _charts_paragraph(results)
         + f"\n\n![C2ST against simulations]({FIGURE})\n\nMachines: "
         + "; ".join(machines) + ".\n")

@@ -153,3 +153,17 @@ def test_chart_table_averages_the_seeds_that_recorded_a_reconstruction_error():
     assert "| polynomial_surface | 10000 | mflow | 0.3 | 0.15 | 7 | 2 |" in table
     assert "fom" not in table
     assert versus_sbi.chart_table([_run("mflow", 0, [0.6] * 5)]) == ""
+
+
+def test_the_full_budget_comparisons_list_only_tasks_the_m_flow_ran_at_that_budget():
+    """An M-flow and a FOM at 10⁵ on polynomial_surface (gap +0.02): a line for that task
+    only; with no M-flow run at 10⁵ there is no paragraph."""
+    def at_full(method, c2st, task="polynomial_surface"):
+        return {**_run(method, 0, c2st, task=task), "budget": 100_000}
+    results = [at_full("mflow", [0.60] * 5), at_full("fom", [0.58] * 5),
+               _run("mflow", 0, [0.7] * 5, task="lifted_slcp")]
+    text = versus_sbi._full_budget_paragraph(results)
+    assert "- polynomial_surface: M-flow 0.600 (seed 0)" in text
+    assert "M-flow − FOM +0.0200 (met" in text
+    assert "lifted_slcp" not in text
+    assert versus_sbi._full_budget_paragraph(results[2:]) == ""
