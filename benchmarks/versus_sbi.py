@@ -35,7 +35,7 @@ from packaging.version import Version
 
 import sbi_mflow
 from benchmarks._results import RESULTS, describe_machine, git_commit, machine
-from benchmarks.methods import METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD
+from benchmarks.methods import HELD_OUT, METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 
 OUT = RESULTS / "versus_sbi"
@@ -379,7 +379,7 @@ def _charts_paragraph(results: list[dict]) -> str:
     charts = chart_table(results)
     if not charts:
         return ""
-    return ("\n\nThe charts of the manifold methods on 2000 fresh simulations of the task "
+    return (f"\n\nThe charts of the manifold methods on {HELD_OUT} fresh simulations of the task "
             "(FOM's is the true chart: its error is rounding):\n\n" + charts)
 
 
