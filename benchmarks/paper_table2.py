@@ -281,6 +281,54 @@ def table(folder: Path) -> str:
     return text
 
 
+#: The rows whose medians the paper's claims are about, and the metrics compared with it.
+CLAIMED_ROWS = ("mflow-alt", "mflow-seq", "meflow-alt", "meflow-seq")
+CLAIMED_METRICS = ("posterior_mmd", "reconstruction_error")
+
+
+def _results(folder: Path, row: str) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(folder.glob(f"{row}-seed*.json"))]
+
+
+def paper_bar(folder: Path) -> str:
+    """The M/D rows' medians against the paper's, compared at the paper's precision (it
+    prints three decimals, so 0.0024 is its 0.002), and the cost of one seed of every row."""
+    lines = []
+    for row in CLAIMED_ROWS:
+        results = _results(folder, row)
+        if not results:
+            continue
+        checks = []
+        for key in CLAIMED_METRICS:
+            ours, paper = _median(results, key), PAPER[row][METRICS.index(key)]
+            met = round(ours, 3) <= paper
+            name = "MMD²" if key == "posterior_mmd" else "reconstruction"
+            checks.append(f"{name} {ours:.4f} against {paper:.3f} "
+                          f"({'met' if met else f'missed by {round(ours, 3) - paper:.3f}'})")
+        lines.append(f"- {ROWS[row][0]}, {len(results)} seeds: " + "; ".join(checks) + ".")
+    if not lines:
+        return ""
+    text = ("The paper's medians for its M/D rows, against ours at the paper's precision:"
+            "\n\n" + "\n".join(lines))
+    fom = _results(folder, "fom")
+    if fom:
+        text += (f"\n\nFOM (the true chart, same inner flow): median MMD² "
+                 f"{_median(fom, 'posterior_mmd'):.4f}, what the density estimator gives at "
+                 "this budget when the chart is exact.")
+    totals: dict[int, float] = {}
+    for path in sorted(folder.glob("*-seed*.json")):
+        result = json.loads(path.read_text())
+        totals[result["seed"]] = totals.get(result["seed"], 0.0) + (
+            result["train_seconds"] + result.get("eval_seconds", 0.0))
+    complete = [seed for seed in totals
+                if all((folder / f"{row}-seed{seed}.json").exists() for row in ROWS)]
+    if complete:
+        hours = ", ".join(f"seed {seed} {totals[seed] / 3600:.2f} h" for seed in complete)
+        text += (f"\n\nOne seed of every row, training and evaluation summed over the rows "
+                 f"(one torch thread per process): {hours}.")
+    return text
+
+
 def _epoch_table(folder: Path) -> str:
     """Seconds per epoch of short runs that time the full budget's epochs."""
     rows = []
@@ -304,7 +352,9 @@ def section() -> str:
         machines = sorted({describe_machine(r) for r in results})
         parts.append(f"Budget {folder.name} (simulations, manifold epochs); training "
                      f"settings of the first row: {_budget_text(results[0])}.\n\n"
-                     + table(folder) + "\n\nMachines: " + "; ".join(machines) + ".")
+                     + table(folder)
+                     + (f"\n\n{bar}" if (bar := paper_bar(folder)) else "")
+                     + "\n\nMachines: " + "; ".join(machines) + ".")
     timing = RESULTS / "gpu_h200" / "table2_epochs_n100000"
     timed = [json.loads(f.read_text()) for f in sorted(timing.glob("*.json"))]
     if timed:
