@@ -183,6 +183,9 @@ def _summary(runs: list[dict]) -> dict:
         "closure": _mean(r.get("closure") for r in runs),
         "reconstruction_error": _mean(r.get("reconstruction_error") for r in runs),
         "log_posterior": _mean(statistics.fmean(r["log_posterior"]) for r in runs),
+        "per_observation": [statistics.fmean(values)
+                            for values in zip(*(r["log_posterior"] for r in runs),
+                                              strict=True)],
         "c2st": _mean(statistics.fmean(r["c2st"]) for r in runs),
         "train_seconds": _mean(r["train_seconds"] for r in runs),
         "sample_seconds": _mean(r["sample_seconds"] for r in runs),
@@ -200,17 +203,30 @@ PAPER_ORDERINGS = tuple((a, "af") for a in ("pie", "mflow", "meflow")) + tuple(
 OUR_ORDERINGS = (("mflow-scandal", "nre"), ("meflow-scandal", "nre"), ("alices", "nre"))
 
 
+def _paired_error(a: list[float], b: list[float]) -> float | None:
+    """Standard error of the mean of a − b over observations: every row is scored on the
+    same observations (seeded apart from the training seed), so the differences pair."""
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    return statistics.stdev(differences) / math.sqrt(len(differences))
+
+
 def _verdicts(summaries: dict[str, dict], orderings) -> list[str]:
     """Whether row a's mean log posterior at the true θ is above row b's, for each (a, b)
-    of ``orderings`` with both rows run."""
+    of ``orderings`` with both rows run, with the standard error of the paired difference
+    and both rows' C2ST against the reference posterior."""
     lines = []
     for a, b in orderings:
-        log_a = summaries.get(a, {}).get("log_posterior")
-        log_b = summaries.get(b, {}).get("log_posterior")
-        if log_a is None or log_b is None:
+        if a not in summaries or b not in summaries:
             continue
+        sa, sb = summaries[a], summaries[b]
+        log_a, log_b = sa["log_posterior"], sb["log_posterior"]
+        error = _paired_error(sa["per_observation"], sb["per_observation"])
+        spread = "" if error is None else f" ± {error:.2f}"
         lines.append(f"- {ROWS[a][0]} above {ROWS[b][0]}: {'yes' if log_a > log_b else 'no'} "
-                     f"({log_a:.2f} against {log_b:.2f}, {log_a - log_b:+.2f}).")
+                     f"({log_a:.2f} against {log_b:.2f}, {log_a - log_b:+.2f}{spread}; "
+                     f"C2ST {_fmt(sa['c2st'])} against {_fmt(sb['c2st'])}).")
     return lines
 
 
@@ -259,8 +275,9 @@ def section() -> str:
         "classifier's distinguishability of model samples from simulations at the same θ "
         "(0: indistinguishable, 1: the product of the marginals). "
         "Log posterior: at the true θ, by a Gaussian KDE of the posterior draws, mean over the "
-        "observations (each of several iid events). C2ST: against the simulator's reference "
-        "posterior.\n\n"
+        "observations (each of several iid events); in the orderings, ± is the standard error "
+        "of the difference of two rows, paired over the observations (every row is scored on "
+        "the same ones). C2ST: against the simulator's reference posterior.\n\n"
         + "\n\n".join(f"Budget {folder.name} (simulations, epochs):\n\n{table(folder)}"
                        for folder in folders) + "\n")
 
