@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from packaging.version import InvalidVersion, Version
 
-__all__ = ["RESULTS", "describe_machine", "git_commit", "load_result", "machine",
+__all__ = ["RESULTS", "describe_machine", "git_commit", "is_older", "load_result", "machine",
            "markdown_table", "write_result"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,3 +100,15 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def is_older(version: str | None, since: str | None) -> bool:
+    """Whether a result of sbi-mflow ``version`` predates ``since``, the version of the last
+    change to what it measures (CHANGELOG.md); an unrecorded version counts as older. No
+    ``since``: nothing is older."""
+    if since is None:
+        return False
+    try:
+        return Version(str(version)) < Version(since)
+    except InvalidVersion:
+        return True

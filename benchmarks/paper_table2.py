@@ -29,8 +29,8 @@ run resumes, runs can be split across processes (``--rows``, ``--seeds``), and t
 holds the latest result of every row (earlier ones are in git). ``--report`` only prints the
 table. Commands::
 
-    python -m benchmarks.paper_table2                      # reduced budget (< 2 h, 2 cores)
-    python -m benchmarks.paper_table2 --full               # the paper's budget (10^5 samples)
+    python -m benchmarks.paper_table2              # reduced budget (10 seeds, 2-3 h on one core)
+    python -m benchmarks.paper_table2 --full       # the paper's budget (10^5 samples)
     python -m benchmarks.paper_table2 --report
 
 The paper's published medians are printed beside ours.
@@ -52,6 +52,7 @@ from benchmarks._results import (
     RESULTS,
     describe_machine,
     git_commit,
+    is_older,
     machine,
     markdown_table,
 )
@@ -90,6 +91,15 @@ PAPER = {
     "fom": (None, None, None, None),  # not in the paper's Table 2
 }
 METRICS = ("manifold_distance", "reconstruction_error", "posterior_mmd", "ood_auc")
+
+#: The sbi-mflow version since which each row trains as it does now (CHANGELOG.md): a
+#: result of an earlier version is stale, shown in its own row and left out of the medians
+#: and the comparisons. The rows not listed have not changed since their oldest result.
+CURRENT_SINCE = {
+    "mflow-seq": "0.2.0.dev5",  # the density phase trains to early stopping
+    "meflow-seq": "0.2.0.dev5",
+    "fom": "0.2.0.dev5",
+}
 
 REDUCED = dict(simulations=10_000, epochs=20, density_epochs=60)
 FULL = dict(simulations=100_000, epochs=50, density_epochs=None)
@@ -252,24 +262,59 @@ def _version(result: dict) -> str:
     return result.get("settings", {}).get("sbi_mflow", "–")
 
 
+def is_stale(result: dict) -> bool:
+    """Whether ``result`` is of a version before the last change to its row's training."""
+    return is_older(_version(result), CURRENT_SINCE.get(result["row"]))
+
+
+def _results(folder: Path, row: str) -> list[dict]:
+    """The current (not stale) results of ``row`` in ``folder``."""
+    return [r for r in _all_results(folder, row) if not is_stale(r)]
+
+
+def _all_results(folder: Path, row: str) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(folder.glob(f"{row}-seed*.json"))]
+
+
+def _seeds(results: list[dict]) -> str:
+    """The seeds of ``results``, consecutive ones as a range: "0–4, 7"."""
+    runs: list[list[int]] = []
+    for seed in sorted({r["seed"] for r in results}):
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+
+
+def _table_row(label: str, row: str, results: list[dict]) -> list:
+    ours = [_median(results, key) for key in METRICS]
+    versions = sorted({_version(r) for r in results})
+    return ([label, _seeds(results)]
+            + [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
+            + [_fmt(_median(results, "posterior_c2st")),
+               f"{_median(results, 'train_seconds'):.0f}", ", ".join(versions)])
+
+
 def table(folder: Path) -> str:
     """Markdown table of one budget's folder: our medians over the seeds beside the paper's
-    (in brackets), the library version and the median training seconds of each row."""
-    rows, af_mmd, mmds = [], None, {}
+    (in brackets), the library version and the median training seconds of each row; stale
+    results (:func:`is_stale`) in rows of their own, after the current ones."""
+    rows, stale_rows, af_mmd, mmds = [], [], None, {}
     for row, (label, _, _) in ROWS.items():
-        results = [json.loads(f.read_text()) for f in sorted(folder.glob(f"{row}-seed*.json"))]
+        results = _results(folder, row)
+        stale = [r for r in _all_results(folder, row) if is_stale(r)]
+        if stale:
+            stale_rows.append(_table_row(f"{label} (stale)", row, stale))
         if not results:
             continue
-        ours = [_median(results, key) for key in METRICS]
+        mmd = _median(results, "posterior_mmd")
         if row == "af":
-            af_mmd = ours[2]
-        elif ours[2] is not None:
-            mmds[label] = ours[2]
-        versions = sorted({_version(r) for r in results})
-        rows.append([label, len(results)]
-                    + [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
-                    + [_fmt(_median(results, "posterior_c2st")),
-                       f"{_median(results, 'train_seconds'):.0f}", ", ".join(versions)])
+            af_mmd = mmd
+        elif mmd is not None:
+            mmds[label] = mmd
+        rows.append(_table_row(label, row, results))
+    rows += stale_rows
     text = markdown_table(["model", "seeds", "manifold distance", "reconstruction error",
                            "posterior MMD²", "OOD AUC", "posterior C2ST", "train s",
                            "version"], rows)
@@ -286,8 +331,9 @@ CLAIMED_ROWS = ("mflow-alt", "mflow-seq", "meflow-alt", "meflow-seq")
 CLAIMED_METRICS = ("posterior_mmd", "reconstruction_error")
 
 
-def _results(folder: Path, row: str) -> list[dict]:
-    return [json.loads(f.read_text()) for f in sorted(folder.glob(f"{row}-seed*.json"))]
+def _range(results: list[dict], key: str) -> str:
+    values = [r[key] for r in results if r.get(key) is not None]
+    return f" ({min(values):.4f}–{max(values):.4f})" if len(values) > 1 else ""
 
 
 def paper_bar(folder: Path) -> str:
@@ -303,18 +349,20 @@ def paper_bar(folder: Path) -> str:
             ours, paper = _median(results, key), PAPER[row][METRICS.index(key)]
             met = round(ours, 3) <= paper
             name = "MMD²" if key == "posterior_mmd" else "reconstruction"
-            checks.append(f"{name} {ours:.4f} against {paper:.3f} "
+            checks.append(f"{name} {ours:.4f}{_range(results, key)} against {paper:.3f} "
                           f"({'met' if met else f'missed by {round(ours, 3) - paper:.3f}'})")
-        lines.append(f"- {ROWS[row][0]}, {len(results)} seeds: " + "; ".join(checks) + ".")
+        lines.append(f"- {ROWS[row][0]}, seeds {_seeds(results)}: " + "; ".join(checks) + ".")
     if not lines:
         return ""
-    text = ("The paper's medians for its M/D rows, against ours at the paper's precision:"
-            "\n\n" + "\n".join(lines))
+    text = ("The paper's medians for its M/D rows, against ours at the paper's precision "
+            "(the seeds' range in brackets):\n\n" + "\n".join(lines))
     fom = _results(folder, "fom")
     if fom:
-        text += (f"\n\nFOM (the true chart, same inner flow): median MMD² "
-                 f"{_median(fom, 'posterior_mmd'):.4f}, what the density estimator gives at "
-                 "this budget when the chart is exact.")
+        text += (f"\n\nFOM (the true chart, same inner flow), seeds {_seeds(fom)}: median "
+                 f"MMD² {_median(fom, 'posterior_mmd'):.4f}{_range(fom, 'posterior_mmd')}, "
+                 "a reference for what the density estimator gives at this budget on the "
+                 "exact chart, not a bound: a learned chart's row can be below it when the "
+                 "seeds vary more than the rows differ.")
     totals: dict[int, float] = {}
     for path in sorted(folder.glob("*-seed*.json")):
         result = json.loads(path.read_text())
@@ -351,7 +399,7 @@ def section() -> str:
             continue
         machines = sorted({describe_machine(r) for r in results})
         parts.append(f"Budget {folder.name} (simulations, manifold epochs); training "
-                     f"settings of the first row: {_budget_text(results[0])}.\n\n"
+                     f"settings recorded with the results: {_budget_text(results)}.\n\n"
                      + table(folder)
                      + (f"\n\n{bar}" if (bar := paper_bar(folder)) else "")
                      + "\n\nMachines: " + "; ".join(machines) + ".")
@@ -363,7 +411,8 @@ def section() -> str:
                      f"{budget.get('batch')}, from short runs of "
                      f"{budget.get('epochs')} manifold and {budget.get('density_epochs')} "
                      "density epochs (`bash scripts/gpu_checks.sh`, step `table2_epochs`, its "
-                     "results copied to `benchmarks/results/gpu_h200/`); on the GPU the "
+                     "results copied to `benchmarks/results/gpu_h200/`); the manifold phase "
+                     "starts with its candidate initialisations' epochs, and on the GPU the "
                      "training step is compiled, so the first epoch of a phase includes "
                      "compilation:\n\n" + _epoch_table(timing))
     if not parts:
@@ -371,18 +420,33 @@ def section() -> str:
     return ("## The paper's Table 2: mixture model on a polynomial surface "
             "(`python -m benchmarks.paper_table2`)\n\n"
             "Medians over seeds, the paper's published medians in brackets. Posterior MMD² "
-            "is between model and true posterior draws for 20 observations at θ = 0, both "
-            "on the same θ grid (no sampler error); OOD AUC separates test points from "
-            "points pushed 0.1·N(0, I) off the surface. FOM (the inner flow on the true "
-            "chart) is not a row of the paper's table: it says what a perfect chart gives "
-            "with the same density estimator.\n\n" + "\n\n".join(parts) + "\n")
+            "is between model and true posterior draws for one observation of 20 iid trials "
+            "at θ = 0 (the same data for every row and seed), both on the same θ grid (no "
+            "sampler error); OOD AUC separates test points from points pushed 0.1·N(0, I) "
+            "off the surface, the larger of the AUCs of the model's log-likelihood and of "
+            "its reconstruction error. FOM (the inner flow on the true chart) is not a row "
+            "of the paper's table: it is what the same density estimator gives on the exact "
+            "chart. A row marked stale ran with a version before the last change to its "
+            "training (CHANGELOG.md) and is left out of the comparisons.\n\n"
+            + "\n\n".join(parts) + "\n")
 
 
-def _budget_text(result: dict) -> str:
-    settings = result.get("settings") or result.get("budget", {})
+def _budget_text(results: list[dict]) -> str:
+    """The training settings the results recorded: one value where they agree, all values
+    where they differ, and how many recorded none."""
     keys = ("simulations", "epochs", "density_epochs", "batch", "outer_layers",
             "inner_layers", "hidden_features", "bins", "compile")
-    return ", ".join(f"{k} {settings[k]}" for k in keys if k in settings)
+    recorded = [r.get("settings") or r.get("budget") for r in results]
+    recorded = [s for s in recorded if s]
+    parts = []
+    for key in keys:
+        values = sorted({str(s[key]) for s in recorded if key in s})
+        if values:
+            parts.append(f"{key} {' or '.join(values)}")
+    text = ", ".join(parts)
+    missing = len(results) - len(recorded)
+    return text + (f" ({missing} of {len(results)} results recorded no settings)"
+                   if missing else "")
 
 
 def main(argv: list[str] | None = None) -> None:

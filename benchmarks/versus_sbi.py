@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from packaging.version import Version
 
 import sbi_mflow
-from benchmarks._results import RESULTS, describe_machine, git_commit, machine
+from benchmarks._results import RESULTS, describe_machine, git_commit, is_older, machine
 from benchmarks.methods import HELD_OUT, METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 
@@ -95,8 +94,7 @@ CURRENT_SINCE = {
 
 def is_stale(run: dict) -> bool:
     """Whether ``run`` is of a version before the last change to its method."""
-    since = CURRENT_SINCE.get(run["method"])
-    return since is not None and Version(run["version"]) < Version(since)
+    return is_older(run["version"], CURRENT_SINCE.get(run["method"]))
 
 
 def _needs_run(path: Path) -> bool:
