@@ -24,7 +24,9 @@ run (the chart potential for the fixed-manifold rows, the exact likelihood for A
 PIE (original), ``RatioLikelihood`` for the ratio rows).
 
 Each (row, seed) writes ``benchmarks/results/table3/<budget>/<row>-seed<seed>.json`` as soon as
-it is done; a rerun resumes. Commands (one torch thread)::
+it is done, with sbi-mflow's version and the settings; a rerun skips the results measured with
+the settings asked for and a version since the last change to their row (``CURRENT_SINCE``),
+and redoes the others. Commands (one torch thread)::
 
     python -m benchmarks.paper_table3                # 10^5 simulations (hours per row on CPU)
     python -m benchmarks.paper_table3 --simulations 1000 --rows mflow alices   # a quick look
@@ -44,7 +46,14 @@ from pathlib import Path
 import torch
 
 import sbi_mflow
-from benchmarks._results import RESULTS, describe_machine, git_commit, machine, markdown_table
+from benchmarks._results import (
+    RESULTS,
+    describe_machine,
+    git_commit,
+    is_older,
+    machine,
+    markdown_table,
+)
 from sbi_mflow.metrics import c2st, closure, log_posterior_at_true_theta, mean_reconstruction_error
 from sbi_mflow.tracking import NullTracker
 from simulators import ParticleDecay
@@ -66,6 +75,33 @@ ROWS = {
     "nre": ("NRE-C (sbi)", "nre", False),
     "alices": ("ALICES (NRE-C + joint score)", "nre", True),
 }
+
+
+#: The sbi-mflow version since which every row gives the results it gives now (CHANGELOG.md):
+#: 0.2.0.dev5 pooled the NUTS mass matrix differently (every row's posterior) and trained the
+#: density phase to early stopping (the manifold rows). An earlier result is stale: shown
+#: apart and left out of the orderings.
+CURRENT_SINCE = {row: "0.2.0.dev5" for row in ROWS}
+
+#: Settings that change a result (the rest say where and how it ran).
+RESULT_SETTINGS = ("simulations", "epochs", "scandal_weight", "observations", "trials",
+                   "draws", "closure_samples", "warmup")
+
+
+def is_stale(result: dict) -> bool:
+    """Whether ``result`` is of a version before the last change to its row."""
+    return is_older(result.get("version"), CURRENT_SINCE.get(result["row"]))
+
+
+def is_current(path: Path, args: argparse.Namespace) -> bool:
+    """Whether ``path`` holds a result that is not stale and was measured with the
+    settings ``args`` ask for."""
+    if not path.exists():
+        return False
+    result = json.loads(path.read_text())
+    stored = result.get("settings", {})
+    return not is_stale(result) and all(stored.get(key) == getattr(args, key)
+                                        for key in RESULT_SETTINGS)
 
 
 def observations(simulator: ParticleDecay, num: int, trials: int):
@@ -212,51 +248,70 @@ def _paired_error(a: list[float], b: list[float]) -> float | None:
     return statistics.stdev(differences) / math.sqrt(len(differences))
 
 
-def _verdicts(summaries: dict[str, dict], orderings) -> list[str]:
+def _verdicts(summaries: dict[str, dict], orderings) -> tuple[list[str], list[str]]:
     """Whether row a's mean log posterior at the true θ is above row b's, for each (a, b)
-    of ``orderings`` with both rows run, with the standard error of the paired difference
-    and both rows' C2ST against the reference posterior."""
-    lines = []
+    of ``orderings`` with both rows run ("yes"/"no", or "unresolved" when the difference is
+    within two standard errors of the paired difference), with the standard error and both
+    rows' C2ST against the reference posterior; and the orderings not checkable yet."""
+    lines, unchecked = [], []
     for a, b in orderings:
         if a not in summaries or b not in summaries:
+            unchecked.append(f"{ROWS[a][0]} above {ROWS[b][0]}")
             continue
         sa, sb = summaries[a], summaries[b]
         log_a, log_b = sa["log_posterior"], sb["log_posterior"]
+        difference = log_a - log_b
         error = _paired_error(sa["per_observation"], sb["per_observation"])
+        answer = "yes" if difference > 0 else "no"
+        if error is not None and abs(difference) < 2 * error:
+            answer = "unresolved"
         spread = "" if error is None else f" ± {error:.2f}"
-        lines.append(f"- {ROWS[a][0]} above {ROWS[b][0]}: {'yes' if log_a > log_b else 'no'} "
-                     f"({log_a:.2f} against {log_b:.2f}, {log_a - log_b:+.2f}{spread}; "
-                     f"C2ST {_fmt(sa['c2st'])} against {_fmt(sb['c2st'])}).")
-    return lines
+        lines.append(f"- {ROWS[a][0]} above {ROWS[b][0]}: {answer} ({log_a:.2f} against "
+                     f"{log_b:.2f}, {difference:+.2f}{spread}; C2ST {_fmt(sa['c2st'])} "
+                     f"against {_fmt(sb['c2st'])}).")
+    return lines, unchecked
+
+
+def _row_cells(label: str, row: str, runs: list[dict]) -> list:
+    summary = _summary(runs)
+    closure, reconstruction, log_post = PAPER[row]
+    versions = sorted({r.get("version", "–") for r in runs})
+    return [label, len(runs),
+            f"{_fmt(summary['closure'], 4)} ({_fmt(closure, 4)})",
+            f"{_fmt(summary['reconstruction_error'], 4)} ({_fmt(reconstruction, 3)})",
+            f"{_fmt(summary['log_posterior'], 2)} ({_fmt(log_post, 2)})",
+            _fmt(summary["c2st"]), _fmt(summary["train_seconds"], 0),
+            _fmt(summary["sample_seconds"], 0), ", ".join(versions)]
 
 
 def table(folder: Path) -> str:
-    """Our means over seeds beside the paper's (in brackets), the device and the times; then
-    the paper's orderings of the log posterior checked on ours."""
-    rows, summaries, devices = [], {}, set()
+    """Our means over seeds beside the paper's (in brackets), the times and versions, stale
+    results in rows of their own; then the paper's orderings of the log posterior checked
+    on the current rows."""
+    rows, stale_rows, summaries, devices = [], [], {}, set()
     for row, (label, _, _) in ROWS.items():
         runs = [json.loads(p.read_text()) for p in sorted(folder.glob(f"{row}-seed*.json"))]
-        if not runs:
-            continue
-        summary = summaries[row] = _summary(runs)
         devices.update(describe_machine(r) for r in runs)
-        closure, reconstruction, log_post = PAPER[row]
-        rows.append([label, len(runs),
-                     f"{_fmt(summary['closure'], 4)} ({_fmt(closure, 4)})",
-                     f"{_fmt(summary['reconstruction_error'], 4)} ({_fmt(reconstruction, 3)})",
-                     f"{_fmt(summary['log_posterior'], 2)} ({_fmt(log_post, 2)})",
-                     _fmt(summary["c2st"]), _fmt(summary["train_seconds"], 0),
-                     _fmt(summary["sample_seconds"], 0)])
+        current = [r for r in runs if not is_stale(r)]
+        stale = [r for r in runs if is_stale(r)]
+        if current:
+            summaries[row] = _summary(current)
+            rows.append(_row_cells(label, row, current))
+        if stale:
+            stale_rows.append(_row_cells(f"{label} (stale)", row, stale))
     text = markdown_table(["model", "seeds", "closure", "reconstruction error",
                            "mean log posterior at true θ", "mean C2ST", "train s",
-                           "sample s"], rows)
+                           "sample s", "version"], rows + stale_rows)
     for title, orderings in (
             ("The paper's orderings of the mean log posterior at the true θ, on ours",
              PAPER_ORDERINGS),
             ("Orderings not in the paper (NRE is not one of its rows)", OUR_ORDERINGS)):
-        verdicts = _verdicts(summaries, orderings)
+        verdicts, unchecked = _verdicts(summaries, orderings)
         if verdicts:
             text += f"\n\n{title}:\n\n" + "\n".join(verdicts)
+        if unchecked:
+            text += ("\n\nNot checked yet (a row without a current result): "
+                     + "; ".join(unchecked) + ".")
     return text + "\n\nMachines: " + "; ".join(sorted(devices)) + "."
 
 
@@ -277,7 +332,9 @@ def section() -> str:
         "Log posterior: at the true θ, by a Gaussian KDE of the posterior draws, mean over the "
         "observations (each of several iid events); in the orderings, ± is the standard error "
         "of the difference of two rows, paired over the observations (every row is scored on "
-        "the same ones). C2ST: against the simulator's reference posterior.\n\n"
+        "the same ones), and a difference within two standard errors is unresolved. C2ST: "
+        "against the simulator's reference posterior. A row marked stale ran with a version "
+        "before the last change to it (CHANGELOG.md) and is left out of the orderings.\n\n"
         + "\n\n".join(f"Budget {folder.name} (simulations, epochs):\n\n{table(folder)}"
                        for folder in folders) + "\n")
 
@@ -311,11 +368,12 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for row in args.rows:
                 path = folder / f"{row}-seed{seed}.json"
-                if path.exists():
+                if is_current(path, args):
                     continue
                 args.seed = seed
                 result = run_one(row, seed, args)
-                result.update(commit=git_commit(), machine=machine(),
+                result.update(commit=git_commit(), version=sbi_mflow.__version__,
+                              machine=machine(),
                               settings={k: str(v) if isinstance(v, Path) else v
                                         for k, v in vars(args).items()})
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """The paper's Table 3 orderings (``benchmarks.paper_table3``) on hand-made results."""
 
+import argparse
 import json
 
 import pytest
@@ -7,10 +8,11 @@ import pytest
 paper_table3 = pytest.importorskip("benchmarks.paper_table3")
 
 
-def _write(folder, row: str, seed: int, log_posterior: list[float], c2st: float) -> None:
+def _write(folder, row: str, seed: int, log_posterior: list[float], c2st: float,
+           version: str = "0.2.0.dev6") -> None:
     result = {"row": row, "seed": seed, "log_posterior": log_posterior,
               "c2st": [c2st] * len(log_posterior), "train_seconds": 1.0,
-              "sample_seconds": 1.0, "machine": {}}
+              "sample_seconds": 1.0, "machine": {}, "version": version}
     (folder / f"{row}-seed{seed}.json").write_text(json.dumps(result))
 
 
@@ -22,7 +24,8 @@ def test_an_ordering_gives_the_paired_standard_error_over_observations(tmp_path)
     text = paper_table3.table(tmp_path)
     assert ("- M-flow (SCANDAL) above M-flow: yes (2.00 against 0.00, +2.00 ± 0.58; "
             "C2ST 0.550 against 0.700).") in text
-    assert "above AF" not in text  # an ordering with a row not run is left out
+    assert "Not checked yet (a row without a current result): PIE (uncond. manifold) above AF" \
+        in text
 
 
 def test_seeds_are_averaged_per_observation_before_pairing(tmp_path):
@@ -34,3 +37,36 @@ def test_seeds_are_averaged_per_observation_before_pairing(tmp_path):
     text = paper_table3.table(tmp_path)
     assert "ALICES (NRE-C + joint score) above NRE-C (sbi): yes (2.00 against 1.00, " \
            "+1.00 ± 0.00;" in text
+
+
+def test_a_difference_within_two_standard_errors_is_unresolved(tmp_path):
+    """Differences +1, −1, +3 (mean +1, standard deviation 2, standard error 2/√3 = 1.15):
+    +1 is within two standard errors, so neither row is called above the other."""
+    _write(tmp_path, "meflow-scandal", 0, [1.0, -1.0, 3.0], 0.6)
+    _write(tmp_path, "meflow", 0, [0.0, 0.0, 0.0], 0.6)
+    assert "Me-flow (SCANDAL) above Me-flow: unresolved (1.00 against 0.00, +1.00 ± 1.15;" \
+        in paper_table3.table(tmp_path)
+
+
+def test_a_stale_row_is_shown_apart_and_left_out_of_the_orderings(tmp_path):
+    """An M-flow (SCANDAL) result of 0.2.0.dev4 (before the density phase and the mass
+    matrix changed) must not enter the orderings."""
+    _write(tmp_path, "mflow-scandal", 0, [5.0, 5.0], 0.5, version="0.2.0.dev4")
+    _write(tmp_path, "mflow", 0, [0.0, 0.0], 0.7)
+    text = paper_table3.table(tmp_path)
+    assert "| M-flow (SCANDAL) (stale) | 1 |" in text
+    assert "M-flow (SCANDAL) above M-flow:" not in text
+    assert "Not checked yet (a row without a current result): " in text
+
+
+def test_a_rerun_redoes_stale_results_and_results_of_other_settings(tmp_path):
+    args = argparse.Namespace(simulations=1000, epochs=5, scandal_weight=2.0, observations=10,
+                              trials=20, draws=1000, closure_samples=2000, warmup=200)
+    settings = {key: getattr(args, key) for key in paper_table3.RESULT_SETTINGS}
+    path = tmp_path / "mflow-seed0.json"
+    for version, changes, current in (("0.2.0.dev6", {}, True), ("0.2.0.dev4", {}, False),
+                                      ("0.2.0.dev6", {"trials": 1}, False)):
+        path.write_text(json.dumps({"row": "mflow", "version": version,
+                                    "settings": {**settings, **changes}}))
+        assert paper_table3.is_current(path, args) is current
+    assert not paper_table3.is_current(tmp_path / "missing.json", args)
