@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -73,7 +73,6 @@ class Task:
     chart: Callable[[], torch.nn.Module] | None = None
     #: log p(x_m | θ_m) up to a θ-free constant: (x (M, D), θ (M, p)) -> (M,).
     log_likelihood: Callable[[Tensor, Tensor], Tensor] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _seeded_theta(prior: Distribution, k: int) -> Tensor:
@@ -220,7 +219,6 @@ def lifted_slcp() -> Task:
     def observe(k: int, trials: int) -> Tensor:
         if trials == 1:
             return lift(load_task_files("slcp", k)[0])
-        torch.manual_seed(30_000 + k)
         return lift(slcp(_seeded_theta(prior, k).expand(trials, 5)))
 
     def reference(k: int, trials: int, num: int) -> Tensor:
@@ -268,8 +266,7 @@ def particle_decay() -> Task:
         return simulator.reference_posterior(observe(k, trials).double(), num).float()
 
     return Task("particle_decay", simulator.prior, simulator, simulator.manifold_dim, (1, 20),
-                observe, reference, log_likelihood=simulator.log_likelihood,
-                notes=["no true chart exposed: no FOM row"])
+                observe, reference, log_likelihood=simulator.log_likelihood)
 
 
 TASKS: dict[str, Callable[[], Task]] = {

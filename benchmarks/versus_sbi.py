@@ -116,11 +116,12 @@ def table(results: list[dict]) -> str:
         for trials, scores in r["trials"].items():
             key = (r["task"], int(trials), r["budget"], r["method"], is_stale(r))
             groups.setdefault(key, []).append({**scores, "train": r["train_seconds"],
-                                               "version": r["version"]})
+                                               "version": r["version"], "seed": r["seed"],
+                                               "machine": _short_machine(r)})
     order = list(METHODS)
     lines = ["| task | T | simulations | method | mean C2ST (seeds' range) | worst obs. "
-             "| seeds | train s | sample s | version |",
-             "|---|---:|---:|---|---|---:|---:|---:|---:|---|"]
+             "| seeds | train s | sample s | version | machine |",
+             "|---|---:|---:|---|---|---:|---:|---:|---:|---|---|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], order.index(k[3]), k[4])):
         label = f"{key[3]} (stale)" if key[4] else key[3]
         failed = [run["error"] for run in groups[key] if "error" in run]
@@ -128,7 +129,7 @@ def table(results: list[dict]) -> str:
         if failed:
             lines.append(f"| {key[0]} | {key[1]} | {key[2] or '–'} | {label} | failed in "
                          f"{len(failed)} of {len(groups[key])} seeds ({failed[0]}) | | | | "
-                         f"| {_versions(groups[key])} |")
+                         f"| {_versions(groups[key])} | {_machines(groups[key])} |")
         if not runs:
             continue
         means = [statistics.fmean(run["c2st"]) for run in runs]
@@ -136,10 +137,10 @@ def table(results: list[dict]) -> str:
         spread = f" ({min(means):.3f}–{max(means):.3f})" if len(runs) > 1 else ""
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2] or '–'} | {label} | {statistics.fmean(means):.3f}"
-            f"{spread} | {worst:.3f} | {len(runs)} "
+            f"{spread} | {worst:.3f} | {', '.join(str(r['seed']) for r in runs)} "
             f"| {statistics.fmean(r['train'] for r in runs):.0f} "
             f"| {statistics.fmean(r['sample_seconds'] for r in runs):.0f} "
-            f"| {_versions(runs)} |")
+            f"| {_versions(runs)} | {_machines(runs)} |")
     return "\n".join(lines)
 
 
@@ -154,8 +155,8 @@ def chart_table(results: list[dict]) -> str:
     if not groups:
         return ""
     order = list(METHODS)
-    lines = ["| task | simulations | method | mean reconstruction error | median "
-             "| data RMS | seeds |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| task | simulations | method | mean reconstruction error | median (mean over "
+             "seeds) | data RMS | seeds |", "|---|---:|---|---:|---:|---:|---:|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], order.index(k[2]))):
         infos = groups[key]
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} "
@@ -167,6 +168,21 @@ def chart_table(results: list[dict]) -> str:
 
 def _versions(runs: list[dict]) -> str:
     return ", ".join(sorted({run["version"] for run in runs}))
+
+
+def _short_machine(result: dict) -> str:
+    """The processor of ``result``'s machine, without the core and thread counts (listed
+    under the table)."""
+    if not result.get("machine"):
+        return "–"
+    name = describe_machine(result).split(",")[0]
+    for noise in ("(R)", "(TM)", " Processor", " CPU"):
+        name = name.replace(noise, "")
+    return name
+
+
+def _machines(runs: list[dict]) -> str:
+    return ", ".join(sorted({run["machine"] for run in runs}))
 
 
 #: sbi's methods on the same (lifted) data: what the M-flow must beat.
@@ -214,21 +230,36 @@ class _Verdict:
     holds so far."""
 
     parts: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # no result at all yet
+    other_seeds: list[str] = field(default_factory=list)  # results, none of the M-flow's seeds
     met: bool = True
+
+    def lack(self, method: str, runs: dict) -> None:
+        """Record that ``method`` has no result paired with the M-flow's seeds; ``runs``
+        are its results (seed -> scores) at this task, budget and T."""
+        (self.other_seeds if runs else self.missing).append(method)
+
+    @property
+    def state(self) -> str:
+        """"missed" when a comparison made misses, else "incomplete" when one is not made
+        yet, else "met"."""
+        if not self.met:
+            return "missed"
+        return "incomplete" if self.missing or self.other_seeds else "met"
 
 
 def _against_sbi(verdict: _Verdict, results: list[dict], mflow: dict, key: tuple) -> None:
     """Below every sbi method's mean C2ST, over the seeds both ran."""
     for method in SBI_METHODS:
-        paired = _paired_means(mflow, _per_observation(results, *key, method))
+        runs = _per_observation(results, *key, method)
+        paired = _paired_means(mflow, runs)
         failed = _failures(results, *key, method)
         if paired is None and set(failed) & set(mflow):
             seeds = sorted(set(failed) & set(mflow))
             verdict.parts.append(f"{method} gave no posterior ({_seeds(seeds)}: "
                                  f"{failed[seeds[0]]})")
         elif paired is None:
-            verdict.missing.append(method)
+            verdict.lack(method, {**runs, **failed})
         else:
             ours, theirs, seeds = paired
             verdict.met &= ours < theirs
@@ -243,7 +274,7 @@ def _against_fom(verdict: _Verdict, results: list[dict], mflow: dict, key: tuple
     paired = _paired_means(mflow, fom)
     if paired is None:
         if has_chart:
-            verdict.missing.append("fom")
+            verdict.lack("fom", fom)
         else:
             verdict.parts.append("no true chart, so no FOM")
         return
@@ -282,7 +313,7 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
     +0.10 above FOM's; each comparison over the seeds both methods ran (same data), of
     runs that are not stale."""
     results = [r for r in results if not is_stale(r)]
-    lines, met_everywhere = [], True
+    lines, states = [], {}
     for task, make_task in TASKS.items():
         spec = make_task()
         if trials not in spec.trials:
@@ -291,7 +322,7 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         key = (task, trials, budget)
         mflow = _per_observation(results, *key, "mflow")
         if not mflow:
-            met_everywhere = False
+            states[task] = "incomplete"
             lines.append(f"- {task}: no M-flow run of {CURRENT_SINCE['mflow']} or later "
                          f"with T = {trials} yet.")
             continue
@@ -299,13 +330,21 @@ def verdicts(results: list[dict], budget: int = 10_000, trials: int = 20) -> lis
         _against_sbi(verdict, results, mflow, key)
         _against_fom(verdict, results, mflow, key, spec.chart is not None)
         _diagnostics(verdict, results, key)
-        met_everywhere &= verdict.met and not verdict.missing
+        states[task] = verdict.state
         own = statistics.fmean(statistics.fmean(v) for v in mflow.values())
         text = (f"- {task}: M-flow {own:.3f} ({_seeds(sorted(mflow))}); "
                 + ("; ".join(verdict.parts) if verdict.parts else "no comparison run yet"))
-        lines.append(text + (f". Not run with the M-flow's seeds: {', '.join(verdict.missing)}."
-                             if verdict.missing else "."))
-    lines.append(f"\nBar met on every task: {'yes' if met_everywhere else 'no'}.")
+        if verdict.missing:
+            text += f". Not run yet: {', '.join(verdict.missing)}"
+        if verdict.other_seeds:
+            text += f". Run only with other seeds: {', '.join(verdict.other_seeds)}"
+        lines.append(f"{text}. Bar: {verdict.state}.")
+    by_state = {state: [t for t, s in states.items() if s == state]
+                for state in ("missed", "incomplete")}
+    summary = "; ".join(f"{state} on {', '.join(tasks)}" for state, tasks in by_state.items()
+                        if tasks)
+    met = bool(states) and not summary
+    lines.append(f"\nBar met on every task: {'yes' if met else 'no (' + summary + ')'}.")
     return lines
 
 
@@ -401,9 +440,12 @@ def section() -> str:
         "coordinates (against FOM: sbi's NSF and MCMC for our inner flow and NUTS); M-flow "
         "and Me-flow with the library's defaults; nsf_on_mflow_chart, sbi's NSF trained on "
         "the M-flow's encodings and sampled by the same NUTS (against M-flow: sbi's NSF for "
-        "our inner flow on the learned chart); exact_likelihood, the same NUTS sampler on "
+        "our inner flow on the learned chart; its train s includes training that M-flow); "
+        "exact_likelihood, the same NUTS sampler on "
         "the task's true likelihood (no simulations: what the sampler alone leaves). "
-        "\"version\" is sbi-mflow's when the run started. A run of a version before the "
+        "\"version\" is sbi-mflow's when the run started; \"machine\" is the processor the "
+        "times were measured on (one torch thread, often with another run on the other "
+        "core), so compare times on the same machine. A run of a version before the "
         "last change to its method ("
         + "; ".join(f"{method}: {since}" for method, since in CURRENT_SINCE.items())
         + "; CHANGELOG.md says what changed) is marked stale and left out of the bar and "
