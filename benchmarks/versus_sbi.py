@@ -24,6 +24,7 @@ the JSON. Commands (one torch thread)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -289,6 +290,12 @@ def _against_fom(verdict: _Verdict, results: list[dict], mflow: dict, key: tuple
                          f"target ≤ +0.03, {_seeds(seeds)})")
     verdict.parts.append(f"largest excess over FOM on one observation {excess:+.4f} "
                          f"({'met' if excess_met else 'missed'}; target ≤ +0.10)")
+    if len(fom) > 1:  # the same method and observation, other simulations and training
+        noise = max(abs(a - b) for s, t in itertools.combinations(sorted(fom), 2)
+                    for a, b in zip(fom[s], fom[t], strict=True))
+        verdict.parts.append(f"FOM against itself, largest difference between two seeds on "
+                             f"one observation {noise:.4f} (the seeds' noise: other "
+                             "simulations and training)")
 
 
 def _diagnostics(verdict: _Verdict, results: list[dict], key: tuple) -> None:

@@ -169,3 +169,14 @@ def test_the_full_budget_comparisons_list_only_tasks_the_m_flow_ran_at_that_budg
     assert "M-flow − FOM +0.0200 (met" in text
     assert "lifted_slcp" not in text
     assert versus_sbi._full_budget_paragraph(results[2:]) == ""
+
+
+def test_foms_own_seed_to_seed_difference_is_reported_beside_the_excess():
+    """FOM's seeds differ by 0.25 on observation 3 (0.75 against 0.50): the same method on
+    the same observation, so an M-flow excess of that size is within the seeds' noise."""
+    results = [_run("mflow", 0, [0.6] * 5), _run("mflow", 1, [0.6] * 5),
+               _run("fom", 0, [0.55, 0.55, 0.75, 0.55, 0.55]),
+               _run("fom", 1, [0.60, 0.55, 0.50, 0.55, 0.55])]
+    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    assert ("FOM against itself, largest difference between two seeds on one observation "
+            "0.2500 (the seeds' noise") in line
