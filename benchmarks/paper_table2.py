@@ -287,6 +287,10 @@ def _seeds(results: list[dict]) -> str:
     return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
 
 
+def _seed_word(results: list[dict]) -> str:
+    return "seed" if len({r["seed"] for r in results}) == 1 else "seeds"
+
+
 def _table_row(label: str, row: str, results: list[dict]) -> list:
     ours = [_median(results, key) for key in METRICS]
     versions = sorted({_version(r) for r in results})
@@ -351,14 +355,16 @@ def paper_bar(folder: Path) -> str:
             name = "MMD²" if key == "posterior_mmd" else "reconstruction"
             checks.append(f"{name} {ours:.4f}{_range(results, key)} against {paper:.3f} "
                           f"({'met' if met else f'missed by {round(ours, 3) - paper:.3f}'})")
-        lines.append(f"- {ROWS[row][0]}, seeds {_seeds(results)}: " + "; ".join(checks) + ".")
+        lines.append(f"- {ROWS[row][0]}, {_seed_word(results)} {_seeds(results)}: "
+                     + "; ".join(checks) + ".")
     if not lines:
         return ""
     text = ("The paper's medians for its M/D rows, against ours at the paper's precision "
             "(the seeds' range in brackets):\n\n" + "\n".join(lines))
     fom = _results(folder, "fom")
     if fom:
-        text += (f"\n\nFOM (the true chart, same inner flow), seeds {_seeds(fom)}: median "
+        text += (f"\n\nFOM (the true chart, same inner flow), {_seed_word(fom)} {_seeds(fom)}: "
+                 "median "
                  f"MMD² {_median(fom, 'posterior_mmd'):.4f}{_range(fom, 'posterior_mmd')}, "
                  "a reference for what the density estimator gives at this budget on the "
                  "exact chart, not a bound: a learned chart's row can be below it when the "

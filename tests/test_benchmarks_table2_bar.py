@@ -39,7 +39,7 @@ def test_stale_results_are_shown_apart_and_left_out_of_the_comparison(tmp_path):
     _write(tmp_path, "mflow-seq", 0, 0.001, 0.001, version="0.2.0.dev4")
     _write(tmp_path, "mflow-seq", 1, 0.030, 0.001)
     text = paper_table2.paper_bar(tmp_path)
-    assert "M-flow (sequential M/D), seeds 1: MMD² 0.0300 against 0.017 (missed" in text
+    assert "M-flow (sequential M/D), seed 1: MMD² 0.0300 against 0.017 (missed" in text
     table = paper_table2.table(tmp_path)
     assert "| M-flow (sequential M/D) (stale) | 0 |" in table
     assert "| M-flow (sequential M/D) | 1 |" in table
