@@ -306,8 +306,9 @@ def table(folder: Path) -> str:
     results (:func:`is_stale`) in rows of their own, after the current ones."""
     rows, stale_rows, af_mmd, mmds = [], [], None, {}
     for row, (label, _, _) in ROWS.items():
-        results = _results(folder, row)
-        stale = [r for r in _all_results(folder, row) if is_stale(r)]
+        every = _all_results(folder, row)
+        results = [r for r in every if not is_stale(r)]
+        stale = [r for r in every if is_stale(r)]
         if stale:
             stale_rows.append(_table_row(f"{label} (stale)", row, stale))
         if not results:
