@@ -272,8 +272,7 @@ def _verdicts(summaries: dict[str, dict], orderings) -> tuple[list[str], list[st
     return lines, unchecked
 
 
-def _row_cells(label: str, row: str, runs: list[dict]) -> list:
-    summary = _summary(runs)
+def _row_cells(label: str, row: str, runs: list[dict], summary: dict) -> list:
     closure, reconstruction, log_post = PAPER[row]
     versions = sorted({r.get("version", "–") for r in runs})
     return [label, len(runs),
@@ -296,9 +295,9 @@ def table(folder: Path) -> str:
         stale = [r for r in runs if is_stale(r)]
         if current:
             summaries[row] = _summary(current)
-            rows.append(_row_cells(label, row, current))
+            rows.append(_row_cells(label, row, current, summaries[row]))
         if stale:
-            stale_rows.append(_row_cells(f"{label} (stale)", row, stale))
+            stale_rows.append(_row_cells(f"{label} (stale)", row, stale, _summary(stale)))
     text = markdown_table(["model", "seeds", "closure", "reconstruction error",
                            "mean log posterior at true θ", "mean C2ST", "train s",
                            "sample s", "version"], rows + stale_rows)
