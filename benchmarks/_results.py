@@ -14,7 +14,7 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 __all__ = ["RESULTS", "describe_machine", "git_commit", "is_older", "load_result", "machine",
-           "markdown_table", "write_result"]
+           "machines_of", "markdown_table", "short_machine", "write_result"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -93,6 +93,22 @@ def describe_machine(record: dict[str, Any]) -> str:
     threads = info.get("torch_threads") or info.get("threads")
     return ", ".join([cpu] + ([f"{cores} cores"] if cores else [])
                      + ([f"{threads} torch thread(s)"] if threads else []))
+
+
+def short_machine(record: dict[str, Any]) -> str:
+    """The GPU or processor of a result's machine, without the core and thread counts (a
+    table's column; :func:`describe_machine` gives the whole line); "–" when not recorded."""
+    if not (record.get("machine") or record.get("settings", {}).get("machine")):
+        return "–"
+    name = describe_machine(record).split(",")[0]
+    for noise in ("(R)", "(TM)", " Processor", " CPU"):
+        name = name.replace(noise, "")
+    return name
+
+
+def machines_of(records: list[dict[str, Any]]) -> str:
+    """The distinct :func:`short_machine` of ``records``, comma-separated."""
+    return ", ".join(sorted({short_machine(r) for r in records}))
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -54,6 +54,7 @@ from benchmarks._results import (
     git_commit,
     is_older,
     machine,
+    machines_of,
     markdown_table,
 )
 from sbi_mflow import metrics
@@ -297,7 +298,8 @@ def _table_row(label: str, row: str, results: list[dict]) -> list:
     return ([label, _seeds(results)]
             + [f"{_fmt(o)} ({_fmt(p)})" for o, p in zip(ours, PAPER[row], strict=True)]
             + [_fmt(_median(results, "posterior_c2st")),
-               f"{_median(results, 'train_seconds'):.0f}", ", ".join(versions)])
+               f"{_median(results, 'train_seconds'):.0f}", ", ".join(versions),
+               machines_of(results)])
 
 
 def table(folder: Path) -> str:
@@ -322,7 +324,7 @@ def table(folder: Path) -> str:
     rows += stale_rows
     text = markdown_table(["model", "seeds", "manifold distance", "reconstruction error",
                            "posterior MMD²", "OOD AUC", "posterior C2ST", "train s",
-                           "version"], rows)
+                           "version", "machine"], rows)
     if af_mmd is not None and mmds:
         below = [label for label, mmd in mmds.items() if mmd < af_mmd]
         text += (f"\n\nMedian posterior MMD² below the AF's ({af_mmd:.3f}): {len(below)} of "

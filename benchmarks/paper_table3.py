@@ -52,6 +52,7 @@ from benchmarks._results import (
     git_commit,
     is_older,
     machine,
+    machines_of,
     markdown_table,
 )
 from sbi_mflow.metrics import c2st, closure, log_posterior_at_true_theta, mean_reconstruction_error
@@ -280,7 +281,7 @@ def _row_cells(label: str, row: str, runs: list[dict], summary: dict) -> list:
             f"{_fmt(summary['reconstruction_error'], 4)} ({_fmt(reconstruction, 3)})",
             f"{_fmt(summary['log_posterior'], 2)} ({_fmt(log_post, 2)})",
             _fmt(summary["c2st"]), _fmt(summary["train_seconds"], 0),
-            _fmt(summary["sample_seconds"], 0), ", ".join(versions)]
+            _fmt(summary["sample_seconds"], 0), ", ".join(versions), machines_of(runs)]
 
 
 def table(folder: Path) -> str:
@@ -300,7 +301,7 @@ def table(folder: Path) -> str:
             stale_rows.append(_row_cells(f"{label} (stale)", row, stale, _summary(stale)))
     text = markdown_table(["model", "seeds", "closure", "reconstruction error",
                            "mean log posterior at true θ", "mean C2ST", "train s",
-                           "sample s", "version"], rows + stale_rows)
+                           "sample s", "version", "machine"], rows + stale_rows)
     for title, orderings in (
             ("The paper's orderings of the mean log posterior at the true θ, on ours",
              PAPER_ORDERINGS),

@@ -34,7 +34,14 @@ from pathlib import Path
 import torch
 
 import sbi_mflow
-from benchmarks._results import RESULTS, describe_machine, git_commit, is_older, machine
+from benchmarks._results import (
+    RESULTS,
+    describe_machine,
+    git_commit,
+    is_older,
+    machine,
+    short_machine,
+)
 from benchmarks.methods import HELD_OUT, METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 
@@ -118,7 +125,7 @@ def table(results: list[dict]) -> str:
             key = (r["task"], int(trials), r["budget"], r["method"], is_stale(r))
             groups.setdefault(key, []).append({**scores, "train": r["train_seconds"],
                                                "version": r["version"], "seed": r["seed"],
-                                               "machine": _short_machine(r)})
+                                               "machine": short_machine(r)})
     order = list(METHODS)
     lines = ["| task | T | simulations | method | mean C2ST (seeds' range) | worst obs. "
              "| seeds | train s | sample s | version | machine |",
@@ -169,17 +176,6 @@ def chart_table(results: list[dict]) -> str:
 
 def _versions(runs: list[dict]) -> str:
     return ", ".join(sorted({run["version"] for run in runs}))
-
-
-def _short_machine(result: dict) -> str:
-    """The processor of ``result``'s machine, without the core and thread counts (listed
-    under the table)."""
-    if not result.get("machine"):
-        return "–"
-    name = describe_machine(result).split(",")[0]
-    for noise in ("(R)", "(TM)", " Processor", " CPU"):
-        name = name.replace(noise, "")
-    return name
 
 
 def _machines(runs: list[dict]) -> str:
