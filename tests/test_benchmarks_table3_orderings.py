@@ -70,3 +70,14 @@ def test_a_rerun_redoes_stale_results_and_results_of_other_settings(tmp_path):
                                     "settings": {**settings, **changes}}))
         assert paper_table3.is_current(path, args) is current
     assert not paper_table3.is_current(tmp_path / "missing.json", args)
+
+
+def test_every_paper_ordering_holds_in_the_papers_own_table():
+    """The orderings checked on our rows are the paper's: each (above, below) pair has the
+    larger mean log posterior in the paper's Table 3 (as transcribed in ``PAPER``), and
+    every row of the table but NRE (not in the paper) takes part in one."""
+    log_posterior = {row: values[2] for row, values in paper_table3.PAPER.items()}
+    for above, below in paper_table3.PAPER_ORDERINGS:
+        assert log_posterior[above] > log_posterior[below], (above, below)
+    in_orderings = {row for pair in paper_table3.PAPER_ORDERINGS for row in pair}
+    assert in_orderings == set(paper_table3.ROWS) - {"nre"}
