@@ -81,3 +81,11 @@ def test_every_paper_ordering_holds_in_the_papers_own_table():
         assert log_posterior[above] > log_posterior[below], (above, below)
     in_orderings = {row for pair in paper_table3.PAPER_ORDERINGS for row in pair}
     assert in_orderings == set(paper_table3.ROWS) - {"nre"}
+
+
+def test_the_median_over_observations_is_shown_beside_the_mean(tmp_path):
+    """One observation whose posterior misses θ (log posterior −1000) sets the mean of
+    [−1, −2, −1000] to −334.33; the median over the observations stays at −2.00."""
+    _write(tmp_path, "mflow", 0, [-1.0, -2.0, -1000.0], 0.7)
+    text = paper_table3.table(tmp_path)
+    assert "| -334.33 (-1.71) | -2.00 | 0.700 |" in text
