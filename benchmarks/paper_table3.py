@@ -21,7 +21,13 @@ Metrics (the paper's three, plus C2ST):
 
 Posteriors: ``sample_batched`` of the library's NUTS posterior over all observations in one
 run (the chart potential for the fixed-manifold rows, the exact likelihood for AF and
-PIE (original), ``RatioLikelihood`` for the ratio rows).
+PIE (original), ``RatioLikelihood`` for the ratio rows). ``--chain-mode independent`` gives
+every chain its own step size and mass matrix (the same target posterior; the JSON records
+the mode).
+
+A trained manifold row is saved (``sbi_mflow.save``) under ``benchmarks/.cache/table3/``
+(git-ignored) before its posterior is sampled, with the settings it was trained with; a rerun
+with the same settings and version loads it instead of training again.
 
 Each (row, seed) writes ``benchmarks/results/table3/<budget>/<row>-seed<seed>.json`` as soon as
 it is done, with sbi-mflow's version and the settings; a rerun skips the results measured with
@@ -60,6 +66,7 @@ from sbi_mflow.tracking import NullTracker
 from simulators import ParticleDecay
 
 OUT = RESULTS / "table3"
+MODELS = Path(__file__).resolve().parent / ".cache" / "table3"
 
 #: row -> (label, model, SCANDAL); model "af" is sbi's NSF, "nre"/"alices" the ratio rows.
 ROWS = {
@@ -87,6 +94,9 @@ CURRENT_SINCE = {row: "0.2.0.dev5" for row in ROWS}
 #: Settings that change a result (the rest say where and how it ran).
 RESULT_SETTINGS = ("simulations", "epochs", "scandal_weight", "observations", "trials",
                    "draws", "closure_samples", "warmup")
+
+#: Settings that change a trained model.
+TRAINING_SETTINGS = ("simulations", "epochs", "scandal_weight", "seed", "compile")
 
 
 def is_stale(result: dict) -> bool:
@@ -138,7 +148,50 @@ def train(row: str, simulator, theta, x, score, args):
                                       show_progress_bars=False, tracker=NullTracker())
     estimator = inference.append_simulations(theta, x, score=score).train(
         scandal_weight=alpha, max_num_epochs=args.epochs, compile=args.compile)
-    return estimator, inference.build_posterior(warmup_steps=args.warmup)
+    return estimator, _posterior(estimator, simulator, args)
+
+
+def _posterior(estimator, simulator, args):
+    """The NUTS posterior of a trained likelihood estimator, with the run's sampler settings."""
+    return sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False,
+                                 tracker=NullTracker()).build_posterior(
+        density_estimator=estimator, warmup_steps=args.warmup, chain_mode=args.chain_mode)
+
+
+def _model_files(row: str, args) -> tuple[Path, Path]:
+    folder = MODELS / f"n{args.simulations}-e{args.epochs}"
+    return folder / f"{row}-seed{args.seed}.pt", folder / f"{row}-seed{args.seed}.json"
+
+
+def _training_record(args, train_seconds: float | None = None) -> dict:
+    record = {key: getattr(args, key) for key in TRAINING_SETTINGS}
+    record["version"] = sbi_mflow.__version__
+    if train_seconds is not None:
+        record["train_seconds"] = train_seconds
+    return record
+
+
+def cached_model(row: str, simulator, args):
+    """``(estimator, posterior, train_seconds)`` of a saved model trained with the settings
+    ``args`` ask for, else None."""
+    model_file, record_file = _model_files(row, args)
+    if not (model_file.exists() and record_file.exists()):
+        return None
+    record = json.loads(record_file.read_text())
+    if any(record.get(key) != value for key, value in _training_record(args).items()):
+        return None
+    estimator = sbi_mflow.load(model_file)
+    return estimator, _posterior(estimator, simulator, args), record["train_seconds"]
+
+
+def save_model(row: str, estimator, args, train_seconds: float) -> None:
+    """Save a trained manifold row's estimator and the settings it was trained with."""
+    if not isinstance(estimator, sbi_mflow.ManifoldFlowEstimator):
+        return
+    model_file, record_file = _model_files(row, args)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    sbi_mflow.save(estimator, model_file)
+    record_file.write_text(json.dumps(_training_record(args, train_seconds), indent=1) + "\n")
 
 
 def evaluate(row: str, estimator, posterior, simulator, args) -> dict:
@@ -181,11 +234,16 @@ def run_one(row: str, seed: int, args) -> dict:
     torch.manual_seed(seed)
     theta = simulator.prior.sample((args.simulations,))
     x, score = simulator.simulate_with_score(theta)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        estimator, posterior = train(row, simulator, theta, x, score, args)
-    train_seconds = time.perf_counter() - start
+    cached = cached_model(row, simulator, args)
+    if cached is not None:
+        estimator, posterior, train_seconds = cached
+    else:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator, posterior = train(row, simulator, theta, x, score, args)
+        train_seconds = time.perf_counter() - start
+        save_model(row, estimator, args, train_seconds)
     result = evaluate(row, estimator, posterior, simulator, args)
     return {"row": row, "seed": seed, "train_seconds": train_seconds, **result}
 
@@ -362,6 +420,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--closure-samples", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=sbi_mflow.NUTSConfig.warmup_steps,
                         help="NUTS warm-up per chain (the library's default)")
+    parser.add_argument("--chain-mode", choices=["product", "independent"], default="product",
+                        help="NUTS chains in one product state (shared step size, the "
+                        "library's default) or each with its own adaptation")
     parser.add_argument("--compile", choices=["true", "false", "auto"], default="true",
                         help="torch.compile the flows' training step: true, false or auto (CUDA "
                         "only). Default true: on the CPU a compiled epoch is 1.5-2x faster, "
