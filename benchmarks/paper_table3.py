@@ -348,7 +348,9 @@ def _row_cells(label: str, row: str, runs: list[dict], summary: dict) -> list:
             f"{_fmt(summary['log_posterior'], 2)} ({_fmt(log_post, 2)})",
             _fmt(summary["median_log_posterior"], 2),
             _fmt(summary["c2st"]), _fmt(summary["train_seconds"], 0),
-            _fmt(summary["sample_seconds"], 0), ", ".join(versions), machines_of(runs)]
+            _fmt(summary["sample_seconds"], 0),
+            ", ".join(sorted({r.get("settings", {}).get("chain_mode", "product") for r in runs})),
+            ", ".join(versions), machines_of(runs)]
 
 
 def table(folder: Path) -> str:
@@ -369,7 +371,8 @@ def table(folder: Path) -> str:
     text = markdown_table(["model", "seeds", "closure", "reconstruction error",
                            "mean log posterior at true θ", "median over observations",
                            "mean C2ST", "train s",
-                           "sample s", "version", "machine"], rows + stale_rows)
+                           "sample s", "NUTS chains", "version", "machine"],
+                          rows + stale_rows)
     for title, orderings in (
             ("The paper's orderings of the mean log posterior at the true θ, on ours",
              PAPER_ORDERINGS),
@@ -403,8 +406,11 @@ def section() -> str:
         "sets it); in the orderings, ± is the standard error "
         "of the difference of two rows, paired over the observations (every row is scored on "
         "the same ones), and a difference within two standard errors is unresolved. C2ST: "
-        "against the simulator's reference posterior. A row marked stale ran with a version "
-        "before the last change to it (CHANGELOG.md) and is left out of the orderings.\n\n"
+        "against the simulator's reference posterior. NUTS chains: product (the library's "
+        "default: all chains of all observations in one state, one step size) or independent "
+        "(each chain adapts its own; the same target posterior). A row marked stale ran "
+        "with a version before the last change to it (CHANGELOG.md) and is left out of the "
+        "orderings.\n\n"
         + "\n\n".join(f"Budget {folder.name} (simulations, epochs):\n\n{table(folder)}"
                        for folder in folders) + "\n")
 
