@@ -7,7 +7,10 @@ Each method trains on (θ, x) and returns a :class:`Fitted`, whose ``sample(num,
   trials through sbi's iid likelihood;
 * ``sbi_npe``: sbi's NPE with its NSF; T = 1 directly, T > 1 through sbi's MCMC on its
   posterior-based potential (Σᵢ log q(θ|xᵢ) − (T − 1) log π(θ));
-* ``sbi_npse``: sbi's score-based NPE; T > 1 with its default ``iid_method``;
+* ``sbi_npse``: sbi's score-based NPE; T > 1 with its default ``iid_method``
+  (``"auto_gauss"``); where that raises (its ``linalg.eigh`` of the estimated precisions fails
+  to converge), with ``"fnpe"``, the one of sbi's iid methods that estimates no precision,
+  as a user would retry; ``info["iid_fallback"]`` records T and the error;
 * ``sbi_nle_true_chart``: sbi's NLE as ``sbi_nle``, on the coordinates u = φ⁻¹(x) of the
   task's true chart (the posterior is the same: the Jacobian of φ does not depend on θ).
   Against ``fom`` it swaps our inner flow and NUTS for sbi's NSF and MCMC on the same
@@ -121,13 +124,32 @@ def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
                   seconds, {"epochs": inference.summary["epochs_trained"][-1]})
 
 
+#: sbi's NPSE ``iid_method`` tried when its default raises ``torch.linalg.LinAlgError``.
+NPSE_FALLBACK_IID_METHOD = "fnpe"
+
+
 def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NPSE
 
     inference = NPSE(task.prior, show_progress_bars=False)
     _, seconds = _train_sbi(inference, theta, x, seed)
-    return Fitted(_sampler(None, inference.build_posterior()), seconds,
-                  {"epochs": inference.summary["epochs_trained"][-1]})
+    posterior = inference.build_posterior()
+    info = {"epochs": inference.summary["epochs_trained"][-1]}
+    default = _sampler(None, posterior)
+
+    def sample(num: int, xs: Tensor) -> Tensor:
+        try:
+            return default(num, xs)
+        except torch.linalg.LinAlgError as error:
+            info.setdefault("iid_fallback", {})[str(xs.shape[1])] = {
+                "iid_method": NPSE_FALLBACK_IID_METHOD,
+                "default_error": str(error).splitlines()[0][:200]}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.stack([posterior.sample((num,), x=x_o, show_progress_bars=False,
+                                                     iid_method=NPSE_FALLBACK_IID_METHOD)
+                                    for x_o in xs], dim=1)
+    return Fitted(sample, seconds, info)
 
 
 def _train_manifold(model: str, task, theta: Tensor, x: Tensor, seed: int):

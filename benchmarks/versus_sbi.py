@@ -123,6 +123,9 @@ def table(results: list[dict]) -> str:
     for r in results:
         for trials, scores in r["trials"].items():
             key = (r["task"], int(trials), r["budget"], r["method"], is_stale(r))
+            fallback = r.get("info", {}).get("iid_fallback", {}).get(trials)
+            if fallback is not None:
+                scores = {**scores, "iid_method": fallback["iid_method"]}
             groups.setdefault(key, []).append({**scores, "train": r["train_seconds"],
                                                "version": r["version"], "seed": r["seed"],
                                                "machine": short_machine(r)})
@@ -132,6 +135,11 @@ def table(results: list[dict]) -> str:
              "|---|---:|---:|---|---|---:|---:|---:|---:|---|---|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], order.index(k[3]), k[4])):
         label = f"{key[3]} (stale)" if key[4] else key[3]
+        fallbacks = sorted({run["iid_method"] for run in groups[key] if "iid_method" in run})
+        if fallbacks:
+            retried = sum("iid_method" in run for run in groups[key])
+            label += (f" (iid_method {', '.join(fallbacks)} in {retried} of "
+                      f"{len(groups[key])} seeds)")
         failed = [run["error"] for run in groups[key] if "error" in run]
         runs = [run for run in groups[key] if "error" not in run]
         if failed:

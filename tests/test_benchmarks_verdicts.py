@@ -180,3 +180,61 @@ def test_foms_own_seed_to_seed_difference_is_reported_beside_the_excess():
     line = _line(versus_sbi.verdicts(results), "polynomial_surface")
     assert ("FOM against itself, largest difference between two seeds on one observation "
             "0.2500 (the seeds' noise") in line
+
+
+def test_npse_fallback_iid_method_is_labelled_in_the_table():
+    """A run whose T = 20 posterior came from the fallback iid_method says so in its row."""
+    retried = {**_run("sbi_npse", 0, [0.8] * 5),
+               "info": {"iid_fallback": {"20": {"iid_method": "fnpe",
+                                                "default_error": "linalg.eigh failed"}}}}
+    table = versus_sbi.table([retried, _run("sbi_npse", 1, [0.9] * 5)])
+    assert ("| polynomial_surface | 20 | 10000 | sbi_npse (iid_method fnpe in 1 of 2 seeds) "
+            "| 0.850 (0.800–0.900) |") in table
+
+
+def test_npse_retries_with_fnpe_when_its_default_iid_method_raises(monkeypatch):
+    """sbi_npse's sampler: the default iid_method raises LinAlgError for T = 20, so each
+    observation is drawn again with iid_method="fnpe", and info records T and the error."""
+    import sbi.inference
+    import torch
+
+    methods = pytest.importorskip("benchmarks.methods")
+    calls = []
+
+    class Posterior:
+        def sample(self, shape, x, show_progress_bars=False, iid_method=None):
+            calls.append(iid_method)
+            if iid_method is None and x.shape[0] > 1:
+                raise torch.linalg.LinAlgError("linalg.eigh: failed to converge")
+            return torch.full((*shape, 2), float(x.sum()))
+
+    class FakeNPSE:
+        summary = {"epochs_trained": [3]}
+
+        def __init__(self, prior, show_progress_bars=False):
+            pass
+
+        def append_simulations(self, theta, x):
+            return self
+
+        def train(self):
+            return None
+
+        def build_posterior(self):
+            return Posterior()
+
+    monkeypatch.setattr(sbi.inference, "NPSE", FakeNPSE)
+    from types import SimpleNamespace
+
+    task = SimpleNamespace(prior=None)
+    fitted = methods.sbi_npse(task, torch.zeros(4, 2), torch.zeros(4, 3), seed=0)
+    xs = torch.arange(2 * 20 * 3, dtype=torch.float32).reshape(2, 20, 3)
+    samples = fitted.sample(5, xs)
+    assert samples.shape == (5, 2, 2)
+    # each observation's own draws, in order: x_o.sum() identifies the observation
+    assert torch.equal(samples[0, :, 0], xs.sum(dim=(1, 2)))
+    assert calls == [None, "fnpe", "fnpe"]
+    assert fitted.info["iid_fallback"] == {
+        "20": {"iid_method": "fnpe", "default_error": "linalg.eigh: failed to converge"}}
+    assert fitted.sample(5, xs[:, :1]).shape == (5, 2, 2)  # T = 1: no fallback needed
+    assert set(fitted.info["iid_fallback"]) == {"20"}
