@@ -65,15 +65,16 @@ def _train_sbi(inference, theta: Tensor, x: Tensor, seed: int):
     return estimator, time.perf_counter() - start
 
 
-def _sampler(one_trial, many_trials) -> Callable[[int, Tensor], Tensor]:
+def _sampler(one_trial, many_trials, **options) -> Callable[[int, Tensor], Tensor]:
     """xs (B, T, D) → (num, B, p): ``one_trial`` batched over B when T = 1, else
-    ``many_trials`` per observation."""
+    ``many_trials`` per observation (with ``options`` for its ``sample``)."""
     def sample(num: int, xs: Tensor) -> Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if xs.shape[1] == 1 and one_trial is not None:
                 return one_trial.sample_batched((num,), x=xs[:, 0], show_progress_bars=False)
-            return torch.stack([many_trials.sample((num,), x=x_o, show_progress_bars=False)
+            return torch.stack([many_trials.sample((num,), x=x_o, show_progress_bars=False,
+                                                   **options)
                                 for x_o in xs], dim=1)
     return sample
 
@@ -136,6 +137,7 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     posterior = inference.build_posterior()
     info = {"epochs": inference.summary["epochs_trained"][-1]}
     default = _sampler(None, posterior)
+    fallback = _sampler(None, posterior, iid_method=NPSE_FALLBACK_IID_METHOD)
 
     def sample(num: int, xs: Tensor) -> Tensor:
         try:
@@ -144,11 +146,7 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
             info.setdefault("iid_fallback", {})[str(xs.shape[1])] = {
                 "iid_method": NPSE_FALLBACK_IID_METHOD,
                 "default_error": str(error).splitlines()[0][:200]}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.stack([posterior.sample((num,), x=x_o, show_progress_bars=False,
-                                                     iid_method=NPSE_FALLBACK_IID_METHOD)
-                                    for x_o in xs], dim=1)
+            return fallback(num, xs)
     return Fitted(sample, seconds, info)
 
 

@@ -148,14 +148,12 @@ def train(row: str, simulator, theta, x, score, args):
                                       show_progress_bars=False, tracker=NullTracker())
     estimator = inference.append_simulations(theta, x, score=score).train(
         scandal_weight=alpha, max_num_epochs=args.epochs, compile=args.compile)
-    return estimator, _posterior(estimator, simulator, args)
+    return estimator, inference.build_posterior(**_nuts_options(args))
 
 
-def _posterior(estimator, simulator, args):
-    """The NUTS posterior of a trained likelihood estimator, with the run's sampler settings."""
-    return sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False,
-                                 tracker=NullTracker()).build_posterior(
-        density_estimator=estimator, warmup_steps=args.warmup, chain_mode=args.chain_mode)
+def _nuts_options(args) -> dict:
+    """The run's NUTS settings (``NUTSConfig`` fields)."""
+    return {"warmup_steps": args.warmup, "chain_mode": args.chain_mode}
 
 
 def _model_files(row: str, args) -> tuple[Path, Path]:
@@ -181,7 +179,10 @@ def cached_model(row: str, simulator, args):
     if any(record.get(key) != value for key, value in _training_record(args).items()):
         return None
     estimator = sbi_mflow.load(model_file)
-    return estimator, _posterior(estimator, simulator, args), record["train_seconds"]
+    inference = sbi_mflow.ManifoldNLE(simulator.prior, show_progress_bars=False,
+                                      tracker=NullTracker())
+    posterior = inference.build_posterior(density_estimator=estimator, **_nuts_options(args))
+    return estimator, posterior, record["train_seconds"]
 
 
 def save_model(row: str, estimator, args, train_seconds: float) -> None:

@@ -1,5 +1,7 @@
 """The versus-sbi bar (``benchmarks.versus_sbi.verdicts``) on hand-made results."""
 
+from types import SimpleNamespace
+
 import pytest
 
 versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
@@ -224,8 +226,6 @@ def test_npse_retries_with_fnpe_when_its_default_iid_method_raises(monkeypatch):
             return Posterior()
 
     monkeypatch.setattr(sbi.inference, "NPSE", FakeNPSE)
-    from types import SimpleNamespace
-
     task = SimpleNamespace(prior=None)
     fitted = methods.sbi_npse(task, torch.zeros(4, 2), torch.zeros(4, 3), seed=0)
     xs = torch.arange(2 * 20 * 3, dtype=torch.float32).reshape(2, 20, 3)
