@@ -238,3 +238,44 @@ def test_npse_retries_with_fnpe_when_its_default_iid_method_raises(monkeypatch):
         "20": {"iid_method": "fnpe", "default_error": "linalg.eigh: failed to converge"}}
     assert fitted.sample(5, xs[:, :1]).shape == (5, 2, 2)  # T = 1: no fallback needed
     assert set(fitted.info["iid_fallback"]) == {"20"}
+
+
+def test_on_request_swaps_run_only_when_named(monkeypatch, tmp_path):
+    """The default grid leaves out ``mflow_long`` (a diagnostic swap); ``--methods`` runs it,
+    and its line reports it against the M-flow."""
+    calls = []
+
+    def fake_run(task, method, budget, seed, draws):
+        calls.append(method)
+        return {**_run(method, seed, [0.6] * 5), "task": task.name, "info": {}}
+
+    monkeypatch.setattr(versus_sbi, "run_one", fake_run)
+    args = ["--tasks", "polynomial_surface", "--budgets", "10000", "--seeds", "0",
+            "--out", str(tmp_path)]
+    versus_sbi.main(args)
+    assert "mflow_long" not in calls and "mflow" in calls
+    versus_sbi.main([*args, "--methods", "mflow_long"])
+    assert calls[-1] == "mflow_long"
+    results = [_run("mflow", 0, [0.80] * 5), _run("mflow_long", 0, [0.75] * 5)]
+    assert "four times the epochs (a manifold phase of 100 instead of 25): 0.750 against " \
+           "mflow's 0.800 (seed 0)" in _line(versus_sbi.verdicts(results), "polynomial_surface")
+
+
+def test_mflow_long_trains_the_m_flow_with_four_times_the_epoch_budget(monkeypatch):
+    """``mflow_long`` is the M-flow row with ``max_num_epochs`` 4 × the default 50."""
+    methods = pytest.importorskip("benchmarks.methods")
+    seen = {}
+
+    def fake_train(model, task, theta, x, seed, **training):
+        seen.update(model=model, **training)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(methods, "_train_manifold", fake_train)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        methods.METHODS["mflow_long"](None, None, None, 0)
+    import inspect
+
+    import sbi_mflow
+
+    default = inspect.signature(sbi_mflow.ManifoldNLE.train).parameters["max_num_epochs"].default
+    assert seen == {"model": "mflow", "max_num_epochs": 4 * default}
