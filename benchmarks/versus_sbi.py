@@ -12,8 +12,10 @@ done (training and sampling seconds, C2ST per T and observation, the machine, th
 sbi-mflow's version); a rerun skips what is there (``--force`` redoes it), so long runs
 resume and can be split across processes (``--tasks``, ``--methods``, ``--budgets``,
 ``--seeds``); a stale result (of a version before its method's last change) is redone
-too. ``--dry-run`` lists the runs a command would make; ``--report`` prints the table from
-the JSON. Commands (one torch thread)::
+too. Until a run is complete its trained model and the T already scored are kept under
+``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), and a stopped run of the same
+sbi-mflow version resumes from them. ``--dry-run`` lists the runs a command would make;
+``--report`` prints the table from the JSON. Commands (one torch thread)::
 
     python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
@@ -31,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cloudpickle
+import numpy
 import torch
 
 import sbi_mflow
@@ -42,7 +46,14 @@ from benchmarks._results import (
     machine,
     short_machine,
 )
-from benchmarks.methods import HELD_OUT, METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD, ON_REQUEST
+from benchmarks.methods import (
+    HELD_OUT,
+    METHODS,
+    NEEDS_CHART,
+    NEEDS_LIKELIHOOD,
+    ON_REQUEST,
+    Fitted,
+)
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 
 OUT = RESULTS / "versus_sbi"
@@ -52,22 +63,72 @@ def result_path(out: Path, task: str, method: str, budget: int, seed: int) -> Pa
     return out / task / f"{method}-n{budget}-seed{seed}.json"
 
 
-def run_one(task, method: str, budget: int, seed: int, draws: int) -> dict:
+#: Unfinished runs: the trained model and the trials sampled so far (git-ignored).
+CACHE = Path(__file__).parent / ".cache" / "versus_sbi"
+
+
+def cache_path(cache: Path, task: str, method: str, budget: int, seed: int) -> Path:
+    return cache / task / f"{method}-n{budget}-seed{seed}.pkl"
+
+
+def _load_unfinished(path: Path | None) -> tuple[Fitted, dict] | None:
+    """The model and partial result an interrupted run of this version left at ``path``."""
+    if path is None or not path.exists():
+        return None
+    with path.open("rb") as file:
+        saved = cloudpickle.load(file)
+    if saved["version"] != sbi_mflow.__version__:  # another version's model: train anew
+        return None
+    return saved["fitted"], saved["result"]
+
+
+def _save_unfinished(path: Path | None, fitted: Fitted, result: dict) -> None:
+    """Keep the trained model and the trials done so far (one pickle, so that the result's
+    ``info`` stays the object the model's sampler writes to)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    with partial.open("wb") as file:
+        cloudpickle.dump({"version": sbi_mflow.__version__, "fitted": fitted,
+                          "result": result}, file)
+    partial.replace(path)  # never a half-written cache
+
+
+def run_one(task, method: str, budget: int, seed: int, draws: int,
+            cache: Path | None = None) -> dict:
     """Train ``method`` on ``budget`` simulations of ``task`` (seed ``seed``) and score its
     posterior on observations 1–5 for every T of the task (budget 0: a method that uses no
-    simulations)."""
+    simulations).
+
+    With ``cache`` (a folder), the trained model and each T's scores are kept there as they
+    are done, and a run of the same version that was stopped resumes from them (no
+    retraining, no T sampled twice); the cache file goes once the run is complete.
+    """
     from sbi_mflow.metrics import c2st
 
-    torch.manual_seed(seed)
-    theta = task.prior.sample((budget,)) if budget else None
-    x = task.simulate(theta) if budget else None
-    fitted = METHODS[method](task, theta, x, seed)
-    result = {"task": task.name, "method": method, "budget": budget, "seed": seed,
-              "train_seconds": fitted.train_seconds, "info": fitted.info, "trials": {}}
+    path = cache_path(cache, task.name, method, budget, seed) if cache else None
+    unfinished = _load_unfinished(path)
+    if unfinished is None:
+        torch.manual_seed(seed)
+        theta = task.prior.sample((budget,)) if budget else None
+        x = task.simulate(theta) if budget else None
+        fitted = METHODS[method](task, theta, x, seed)
+        result = {"task": task.name, "method": method, "budget": budget, "seed": seed,
+                  "train_seconds": fitted.train_seconds, "info": fitted.info, "trials": {}}
+        _save_unfinished(path, fitted, result)
+    else:
+        fitted, result = unfinished
+        print(f"  {task.name} {method} n={budget} seed {seed}: trained model loaded from "
+              f"{path}" + (f" with T = {', '.join(result['trials'])} done"
+                           if result["trials"] else ""), flush=True)
     for trials in task.trials:
+        if str(trials) in result["trials"]:
+            continue
         ks = range(1, NUM_OBSERVATIONS + 1)
         xs = torch.stack([task.observe(k, trials) for k in ks])  # (B, T, D)
         torch.manual_seed(seed)
+        numpy.random.seed(seed)  # sbi's slice samplers draw from NumPy's generator
         start = time.perf_counter()
         try:
             samples = fitted.sample(draws, xs)  # (draws, B, p)
@@ -77,6 +138,7 @@ def run_one(task, method: str, budget: int, seed: int, draws: int) -> dict:
             result["trials"][str(trials)] = {"error": message, "sample_seconds": seconds}
             print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: failed after "
                   f"{seconds:.0f} s ({message})", flush=True)
+            _save_unfinished(path, fitted, result)
             continue
         seconds = time.perf_counter() - start
         scores = [c2st(samples[:, j].float(), task.reference(k, trials, draws),
@@ -85,6 +147,7 @@ def run_one(task, method: str, budget: int, seed: int, draws: int) -> dict:
         print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: C2ST "
               + " ".join(f"{s:.3f}" for s in scores) + f" (sampling {seconds:.0f} s)",
               flush=True)
+        _save_unfinished(path, fitted, result)
     return result
 
 
@@ -494,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="list the runs that would be made, and make none")
     parser.add_argument("--report", action="store_true", help="only print the table")
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help="folder for unfinished runs' models and partial results")
     args = parser.parse_args(argv)
     if args.full and 100_000 not in args.budgets:
         args.budgets.append(100_000)
@@ -517,12 +582,14 @@ def main(argv: list[str] | None = None) -> None:
                         if args.dry_run:
                             print(f"would run: {name} {method} n={used} seed {seed}")
                             continue
-                        result = run_one(task, method, used, seed, args.draws)
+                        result = run_one(task, method, used, seed, args.draws,
+                                         cache=args.cache)
                         result.update(commit=git_commit(), version=sbi_mflow.__version__,
                                       machine=machine(),
                                       settings={"draws": args.draws, "threads": args.threads})
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(json.dumps(result, indent=1) + "\n")
+                        cache_path(args.cache, name, method, used, seed).unlink(missing_ok=True)
     if args.dry_run:
         print(f"{len(done)} runs to make.")
         return

@@ -78,7 +78,7 @@ def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch
     budgets it must still run once per seed, not once per budget."""
     calls = []
 
-    def fake_run(task, method, budget, seed, draws):
+    def fake_run(task, method, budget, seed, draws, **options):
         calls.append((task.name, method, budget, seed))
         return {"task": task.name, "method": method, "budget": budget, "seed": seed,
                 "train_seconds": 0.0, "info": {},
@@ -87,7 +87,7 @@ def test_a_method_without_simulations_runs_once_whatever_the_budgets(monkeypatch
     monkeypatch.setattr(versus_sbi, "run_one", fake_run)
     versus_sbi.main(["--tasks", "polynomial_surface", "--methods", "exact_likelihood",
                      "--budgets", "1000", "10000", "--seeds", "0", "1", "--force",
-                     "--out", str(tmp_path)])
+                     "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
     assert calls == [("polynomial_surface", "exact_likelihood", 0, 0),
                      ("polynomial_surface", "exact_likelihood", 0, 1)]
 
@@ -97,7 +97,7 @@ def test_a_rerun_redoes_missing_and_stale_results_only(monkeypatch, tmp_path):
     without --force a rerun makes seeds 1 and 2; --dry-run lists them and makes none."""
     calls = []
 
-    def fake_run(task, method, budget, seed, draws):
+    def fake_run(task, method, budget, seed, draws, **options):
         calls.append(seed)
         return {**_run(method, seed, [0.6] * 5), "task": task.name, "info": {}}
 
@@ -108,7 +108,7 @@ def test_a_rerun_redoes_missing_and_stale_results_only(monkeypatch, tmp_path):
                                                "version": version}))
     monkeypatch.setattr(versus_sbi, "run_one", fake_run)
     args = ["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets", "10000",
-            "--seeds", "0", "1", "2", "--out", str(tmp_path)]
+            "--seeds", "0", "1", "2", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     versus_sbi.main([*args, "--dry-run"])
     assert calls == []
     versus_sbi.main(args)
@@ -245,13 +245,13 @@ def test_on_request_swaps_run_only_when_named(monkeypatch, tmp_path):
     and its line reports it against the M-flow."""
     calls = []
 
-    def fake_run(task, method, budget, seed, draws):
+    def fake_run(task, method, budget, seed, draws, **options):
         calls.append(method)
         return {**_run(method, seed, [0.6] * 5), "task": task.name, "info": {}}
 
     monkeypatch.setattr(versus_sbi, "run_one", fake_run)
     args = ["--tasks", "polynomial_surface", "--budgets", "10000", "--seeds", "0",
-            "--out", str(tmp_path)]
+            "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     versus_sbi.main(args)
     assert "mflow_long" not in calls and "mflow" in calls
     versus_sbi.main([*args, "--methods", "mflow_long"])

@@ -1,0 +1,103 @@
+"""A stopped versus-sbi run resumes from its cache: no retraining, no T sampled twice."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
+methods = pytest.importorskip("benchmarks.methods")
+
+
+class Stop(BaseException):
+    """Stands for the end of a session (not an ``Exception``: run_one must not record it)."""
+
+
+def _toy_task():
+    """Observations (B, T, 2) whose posterior draws are the reference's own distribution."""
+    return SimpleNamespace(
+        name="toy", trials=(1, 20),
+        prior=torch.distributions.Independent(
+            torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1),
+        simulate=lambda theta: theta,
+        observe=lambda k, trials: torch.zeros(trials, 2),
+        reference=lambda k, trials, draws: torch.randn(draws, 2))
+
+
+def test_a_stopped_run_resumes_from_its_model_and_finished_trials(monkeypatch, tmp_path):
+    # The cached model is a copy of the closure: it logs to files, which survive the copy.
+    log, stop = tmp_path / "sampled.log", tmp_path / "stop-at-20"
+    stop.touch()
+    trainings = []
+
+    def toy_method(task, theta, x, seed):
+        trainings.append(seed)
+
+        def sample(num, xs):
+            trials = xs.shape[1]
+            if trials == 20 and stop.exists():
+                stop.unlink()
+                raise Stop
+            with log.open("a") as file:
+                file.write(f"{trials}\n")
+            return torch.randn(num, xs.shape[0], 2)
+        return methods.Fitted(sample, 1.5, {"epochs": 3})
+
+    def sampled():
+        return [int(line) for line in log.read_text().split()]
+
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method", toy_method)
+    task = _toy_task()
+    with pytest.raises(Stop):
+        versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+    cached = versus_sbi.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
+    assert cached.exists() and trainings == [0] and sampled() == [1]
+
+    result = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+    assert trainings == [0]  # the model came from the cache
+    assert sampled() == [1, 20]  # T = 1 was not sampled again
+    assert set(result["trials"]) == {"1", "20"}
+    assert result["train_seconds"] == 1.5 and result["info"] == {"epochs": 3}
+    # Draws from the reference's own distribution: C2ST near 0.5 (400 points, 5 folds:
+    # chance accuracy has a standard deviation of about 0.025, so 0.65 is six away).
+    assert all(0.35 < score < 0.65 for t in ("1", "20") for score in result["trials"][t]["c2st"])
+
+
+def test_a_cached_model_of_another_version_is_trained_anew(monkeypatch, tmp_path):
+    trainings = []
+
+    def toy_method(task, theta, x, seed):
+        trainings.append(seed)
+        return methods.Fitted(lambda num, xs: torch.randn(num, xs.shape[0], 2), 1.0, {})
+
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method", toy_method)
+    task = _toy_task()
+    path = versus_sbi.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
+    versus_sbi._save_unfinished(path, toy_method(task, None, None, 0),
+                                {"trials": {"1": {"c2st": [0.9] * 5}}})
+    monkeypatch.setattr(versus_sbi.sbi_mflow, "__version__", "0.0.0")
+    result = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+    assert trainings == [0, 0]  # the model another version saved was not used
+    assert result["trials"]["1"]["c2st"] != [0.9] * 5
+
+
+def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
+    """After the result JSON is written, the unfinished run's cache is deleted; another
+    run's cache stays."""
+    cache = tmp_path / "cache"
+    mine = versus_sbi.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
+    other = versus_sbi.cache_path(cache, "polynomial_surface", "fom", 10_000, 0)
+    for path in (mine, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"model")
+
+    def fake_run(task, method, budget, seed, draws, cache=None):
+        return {"task": task.name, "method": method, "budget": budget, "seed": seed,
+                "train_seconds": 1.0, "info": {},
+                "trials": {"20": {"c2st": [0.6] * 5, "sample_seconds": 1.0}}}
+
+    monkeypatch.setattr(versus_sbi, "run_one", fake_run)
+    versus_sbi.main(["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets",
+                     "10000", "--seeds", "0", "--out", str(tmp_path / "out"),
+                     "--cache", str(cache)])
+    assert not mine.exists() and other.exists()
