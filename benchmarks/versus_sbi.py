@@ -14,8 +14,9 @@ resume and can be split across processes (``--tasks``, ``--methods``, ``--budget
 ``--seeds``); a stale result (of a version before its method's last change) is redone
 too. Until a run is complete its trained model and the T already scored are kept under
 ``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), and a stopped run of the same
-sbi-mflow version resumes from them. ``--dry-run`` lists the runs a command would make;
-``--report`` prints the table from the JSON. Commands (one torch thread)::
+sbi-mflow version and ``methods.py`` resumes from them (``--force`` discards them).
+``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
+JSON. Commands (one torch thread)::
 
     python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
@@ -26,6 +27,7 @@ sbi-mflow version resumes from them. ``--dry-run`` lists the runs a command woul
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import statistics
@@ -71,13 +73,20 @@ def cache_path(cache: Path, task: str, method: str, budget: int, seed: int) -> P
     return cache / task / f"{method}-n{budget}-seed{seed}.pkl"
 
 
+def _code_key() -> str:
+    """sbi-mflow's version and a digest of ``benchmarks/methods.py``: a cached model carries
+    its samplers' code (closures are pickled by value), so a change to either retrains."""
+    source = (Path(__file__).parent / "methods.py").read_bytes()
+    return f"{sbi_mflow.__version__}+{hashlib.sha256(source).hexdigest()[:12]}"
+
+
 def _load_unfinished(path: Path | None) -> tuple[Fitted, dict] | None:
-    """The model and partial result an interrupted run of this version left at ``path``."""
+    """The model and partial result an interrupted run of the same code left at ``path``."""
     if path is None or not path.exists():
         return None
     with path.open("rb") as file:
         saved = cloudpickle.load(file)
-    if saved["version"] != sbi_mflow.__version__:  # another version's model: train anew
+    if saved.get("code") != _code_key():  # other code's model: train anew
         return None
     return saved["fitted"], saved["result"]
 
@@ -90,8 +99,7 @@ def _save_unfinished(path: Path | None, fitted: Fitted, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     with partial.open("wb") as file:
-        cloudpickle.dump({"version": sbi_mflow.__version__, "fitted": fitted,
-                          "result": result}, file)
+        cloudpickle.dump({"code": _code_key(), "fitted": fitted, "result": result}, file)
     partial.replace(path)  # never a half-written cache
 
 
@@ -102,7 +110,7 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
     simulations).
 
     With ``cache`` (a folder), the trained model and each T's scores are kept there as they
-    are done, and a run of the same version that was stopped resumes from them (no
+    are done, and a run of the same code that was stopped resumes from them (no
     retraining, no T sampled twice); the cache file goes once the run is complete.
     """
     from sbi_mflow.metrics import c2st
@@ -582,6 +590,9 @@ def main(argv: list[str] | None = None) -> None:
                         if args.dry_run:
                             print(f"would run: {name} {method} n={used} seed {seed}")
                             continue
+                        if args.force:  # redo it: no model of an earlier attempt
+                            cache_path(args.cache, name, method, used, seed).unlink(
+                                missing_ok=True)
                         result = run_one(task, method, used, seed, args.draws,
                                          cache=args.cache)
                         result.update(commit=git_commit(), version=sbi_mflow.__version__,

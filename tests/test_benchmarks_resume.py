@@ -75,7 +75,7 @@ def test_a_cached_model_of_another_version_is_trained_anew(monkeypatch, tmp_path
     path = versus_sbi.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
     versus_sbi._save_unfinished(path, toy_method(task, None, None, 0),
                                 {"trials": {"1": {"c2st": [0.9] * 5}}})
-    monkeypatch.setattr(versus_sbi.sbi_mflow, "__version__", "0.0.0")
+    monkeypatch.setattr(versus_sbi, "_code_key", lambda: "0.0.0+changed")
     result = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
     assert trainings == [0, 0]  # the model another version saved was not used
     assert result["trials"]["1"]["c2st"] != [0.9] * 5
@@ -101,3 +101,23 @@ def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
                      "10000", "--seeds", "0", "--out", str(tmp_path / "out"),
                      "--cache", str(cache)])
     assert not mine.exists() and other.exists()
+
+
+def test_force_discards_the_cache_of_an_unfinished_run(monkeypatch, tmp_path):
+    """``--force`` redoes a run: its unfinished model is deleted before it runs again."""
+    cache = tmp_path / "cache"
+    mine = versus_sbi.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"model")
+    seen = []
+
+    def fake_run(task, method, budget, seed, draws, cache=None):
+        seen.append(mine.exists())
+        raise Stop
+
+    monkeypatch.setattr(versus_sbi, "run_one", fake_run)
+    with pytest.raises(Stop):
+        versus_sbi.main(["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets",
+                         "10000", "--seeds", "0", "--out", str(tmp_path / "out"),
+                         "--cache", str(cache), "--force"])
+    assert seen == [False]
