@@ -10,7 +10,8 @@ Each method trains on (θ, x) and returns a :class:`Fitted`, whose ``sample(num,
 * ``sbi_npse``: sbi's score-based NPE; T > 1 with its default ``iid_method``
   (``"auto_gauss"``); where that raises (its ``linalg.eigh`` of the estimated precisions fails
   to converge), with ``"fnpe"``, the one of sbi's iid methods that estimates no precision,
-  as a user would retry; ``info["iid_fallback"]`` records T and the error;
+  as a user would retry (and, once the default has failed on a T, straight away for that
+  T's later observations); ``info["iid_fallback"]`` records T and the error;
 * ``sbi_nle_true_chart``: sbi's NLE as ``sbi_nle``, on the coordinates u = φ⁻¹(x) of the
   task's true chart (the posterior is the same: the Jacobian of φ does not depend on θ).
   Against ``fom`` it swaps our inner flow and NUTS for sbi's NSF and MCMC on the same
@@ -57,6 +58,10 @@ class Fitted:
     sample: Callable[[int, Tensor], Tensor]  # (num, xs (B, T, D)) -> (num, B, p)
     train_seconds: float
     info: dict
+    #: For T > 1, ``sample`` draws for each observation on its own, in order (sbi's
+    #: samplers condition on one observation at a time), so a caller may hand it the
+    #: observations one by one and keep each one's draws as they land.
+    one_observation_at_a_time: bool = False
 
 
 def _train_sbi(inference, theta: Tensor, x: Tensor, seed: int):
@@ -90,7 +95,8 @@ def sbi_nle(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     _, seconds = _train_sbi(inference, theta, x, seed)
     posterior = inference.build_posterior()
     return Fitted(_sampler(posterior, posterior), seconds,
-                  {"epochs": inference.summary["epochs_trained"][-1]})
+                  {"epochs": inference.summary["epochs_trained"][-1]},
+                  one_observation_at_a_time=True)
 
 
 def _coordinates(encode_rows: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -116,7 +122,8 @@ def sbi_nle_true_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     posterior = inference.build_posterior()
     sample = _sampler(posterior, posterior)
     return Fitted(lambda num, xs: sample(num, encode(xs)), seconds,
-                  {"epochs": inference.summary["epochs_trained"][-1]})
+                  {"epochs": inference.summary["epochs_trained"][-1]},
+                  one_observation_at_a_time=True)
 
 
 def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
@@ -126,7 +133,8 @@ def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     estimator, seconds = _train_sbi(inference, theta, x, seed)
     return Fitted(_sampler(inference.build_posterior(estimator),
                            inference.build_posterior(estimator, sample_with="mcmc")),
-                  seconds, {"epochs": inference.summary["epochs_trained"][-1]})
+                  seconds, {"epochs": inference.summary["epochs_trained"][-1]},
+                  one_observation_at_a_time=True)
 
 
 #: sbi's NPSE ``iid_method`` tried when its default raises ``torch.linalg.LinAlgError``.
@@ -144,6 +152,8 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     fallback = _sampler(None, posterior, iid_method=NPSE_FALLBACK_IID_METHOD)
 
     def sample(num: int, xs: Tensor) -> Tensor:
+        if str(xs.shape[1]) in info.get("iid_fallback", {}):  # the default failed on this T
+            return fallback(num, xs)
         try:
             return default(num, xs)
         except torch.linalg.LinAlgError as error:
@@ -151,7 +161,7 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
                 "iid_method": NPSE_FALLBACK_IID_METHOD,
                 "default_error": str(error).splitlines()[0][:200]}
             return fallback(num, xs)
-    return Fitted(sample, seconds, info)
+    return Fitted(sample, seconds, info, one_observation_at_a_time=True)
 
 
 def _train_manifold(model: str, task, theta: Tensor, x: Tensor, seed: int, **training):

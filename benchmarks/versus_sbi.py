@@ -13,8 +13,10 @@ sbi-mflow's version); a rerun skips what is there (``--force`` redoes it), so lo
 resume and can be split across processes (``--tasks``, ``--methods``, ``--budgets``,
 ``--seeds``); a stale result (of a version before its method's last change) is redone
 too. Until a run is complete its trained model and the T already scored are kept under
-``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), and a stopped run of the same
-sbi-mflow version and ``methods.py`` resumes from them (``--force`` discards them).
+``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), with the draws of each
+observation already sampled where a method samples them one at a time (sbi's, for T > 1),
+and a stopped run of the same sbi-mflow version and ``methods.py`` resumes from them
+(``--force`` discards them).
 ``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
 JSON. Commands (one torch thread)::
 
@@ -32,12 +34,14 @@ import itertools
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cloudpickle
 import numpy
 import torch
+from torch import Tensor
 
 import sbi_mflow
 from benchmarks._results import (
@@ -80,27 +84,62 @@ def _code_key() -> str:
     return f"{sbi_mflow.__version__}+{hashlib.sha256(source).hexdigest()[:12]}"
 
 
-def _load_unfinished(path: Path | None) -> tuple[Fitted, dict] | None:
-    """The model and partial result an interrupted run of the same code left at ``path``."""
+def _load_unfinished(path: Path | None) -> dict | None:
+    """What an interrupted run of the same code left at ``path``: its ``fitted`` model, its
+    ``result`` so far and, when it stopped inside a T, that T's ``progress``."""
     if path is None or not path.exists():
         return None
     with path.open("rb") as file:
         saved = cloudpickle.load(file)
     if saved.get("code") != _code_key():  # other code's model: train anew
         return None
-    return saved["fitted"], saved["result"]
+    return saved
 
 
-def _save_unfinished(path: Path | None, fitted: Fitted, result: dict) -> None:
-    """Keep the trained model and the trials done so far (one pickle, so that the result's
-    ``info`` stays the object the model's sampler writes to)."""
+def _save_unfinished(path: Path | None, fitted: Fitted, result: dict,
+                     progress: dict | None = None) -> None:
+    """Keep the trained model, the trials done so far and the progress inside the current T
+    (one pickle, so that the result's ``info`` stays the object the model's sampler writes
+    to)."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     with partial.open("wb") as file:
-        cloudpickle.dump({"code": _code_key(), "fitted": fitted, "result": result}, file)
+        cloudpickle.dump({"code": _code_key(), "fitted": fitted, "result": result,
+                          "progress": progress}, file)
     partial.replace(path)  # never a half-written cache
+
+
+def _draw(fitted: Fitted, draws: int, xs: Tensor, seed: int, progress: dict | None,
+          keep: Callable[[dict], None]) -> tuple[Tensor, float]:
+    """Posterior draws (draws, B, p) for the observations ``xs`` (B, T, D), and the seconds
+    they took.
+
+    The generators (torch's and NumPy's: sbi's slice samplers draw from the latter) are
+    seeded with ``seed`` first. A sampler that takes observations one at a time (T > 1) is
+    called per observation, and after each, ``keep`` gets the ``progress``: the draws so
+    far, their seconds and the generators' states. Given such a ``progress``, the run goes
+    on from the next observation with the generators where they were, so a stopped run
+    ends with the draws it would have made without stopping.
+    """
+    if progress is None:
+        torch.manual_seed(seed)
+        numpy.random.seed(seed)
+        progress = {"trials": xs.shape[1], "draws": [], "seconds": 0.0}
+    else:
+        torch.set_rng_state(progress["torch_rng"])
+        numpy.random.set_state(progress["numpy_rng"])
+    if not (fitted.one_observation_at_a_time and xs.shape[1] > 1):
+        start = time.perf_counter()
+        return fitted.sample(draws, xs), time.perf_counter() - start
+    for j in range(len(progress["draws"]), xs.shape[0]):
+        start = time.perf_counter()
+        progress["draws"].append(fitted.sample(draws, xs[j:j + 1])[:, 0])
+        progress["seconds"] += time.perf_counter() - start
+        progress.update(torch_rng=torch.get_rng_state(), numpy_rng=numpy.random.get_state())
+        keep(progress)
+    return torch.stack(progress["draws"], dim=1), progress["seconds"]
 
 
 def run_one(task, method: str, budget: int, seed: int, draws: int,
@@ -109,9 +148,10 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
     posterior on observations 1–5 for every T of the task (budget 0: a method that uses no
     simulations).
 
-    With ``cache`` (a folder), the trained model and each T's scores are kept there as they
-    are done, and a run of the same code that was stopped resumes from them (no
-    retraining, no T sampled twice); the cache file goes once the run is complete.
+    With ``cache`` (a folder), the trained model, each T's scores and, for a sampler that
+    takes observations one at a time, each observation's draws are kept there as they are
+    done, and a run of the same code that was stopped resumes from them (no retraining, no
+    T or observation sampled twice); the cache file goes once the run is complete.
     """
     from sbi_mflow.metrics import c2st
 
@@ -124,22 +164,27 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
         fitted = METHODS[method](task, theta, x, seed)
         result = {"task": task.name, "method": method, "budget": budget, "seed": seed,
                   "train_seconds": fitted.train_seconds, "info": fitted.info, "trials": {}}
+        progress = None
         _save_unfinished(path, fitted, result)
     else:
-        fitted, result = unfinished
+        fitted, result, progress = (unfinished["fitted"], unfinished["result"],
+                                    unfinished.get("progress"))
         print(f"  {task.name} {method} n={budget} seed {seed}: trained model loaded from "
               f"{path}" + (f" with T = {', '.join(result['trials'])} done"
-                           if result["trials"] else ""), flush=True)
+                           if result["trials"] else "")
+              + (f", {len(progress['draws'])} observations of T = {progress['trials']}"
+                 if progress else ""), flush=True)
     for trials in task.trials:
         if str(trials) in result["trials"]:
             continue
         ks = range(1, NUM_OBSERVATIONS + 1)
         xs = torch.stack([task.observe(k, trials) for k in ks])  # (B, T, D)
-        torch.manual_seed(seed)
-        numpy.random.seed(seed)  # sbi's slice samplers draw from NumPy's generator
+        resumed = progress if progress and progress["trials"] == trials else None
         start = time.perf_counter()
         try:
-            samples = fitted.sample(draws, xs)  # (draws, B, p)
+            samples, seconds = _draw(
+                fitted, draws, xs, seed, resumed,
+                keep=lambda progress: _save_unfinished(path, fitted, result, progress))
         except Exception as error:  # the method's own failure is a result: record it
             seconds = time.perf_counter() - start
             message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
@@ -148,7 +193,6 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
                   f"{seconds:.0f} s ({message})", flush=True)
             _save_unfinished(path, fitted, result)
             continue
-        seconds = time.perf_counter() - start
         scores = [c2st(samples[:, j].float(), task.reference(k, trials, draws),
                        classifier="mlp", seed=seed) for j, k in enumerate(ks)]
         result["trials"][str(trials)] = {"c2st": scores, "sample_seconds": seconds}

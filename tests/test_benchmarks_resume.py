@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import numpy
 import pytest
 import torch
 
@@ -61,6 +62,59 @@ def test_a_stopped_run_resumes_from_its_model_and_finished_trials(monkeypatch, t
     # Draws from the reference's own distribution: C2ST near 0.5 (400 points, 5 folds:
     # chance accuracy has a standard deviation of about 0.025, so 0.65 is six away).
     assert all(0.35 < score < 0.65 for t in ("1", "20") for score in result["trials"][t]["c2st"])
+
+
+def _one_at_a_time_method(log, stop_before: int | None, trainings: list):
+    """A method whose sampler takes one observation at a time (for T > 1) and logs, for each
+    call, the observation (k, from ``observe``) and the sum of its draws; it stops the
+    session before observation ``stop_before`` of T = 20 once (a file marks it)."""
+    def method(task, theta, x, seed):
+        trainings.append(seed)
+
+        def sample(num, xs):
+            ks = [int(k) for k in xs[:, 0, 0]]
+            if xs.shape[1] == 20 and stop_before in ks and log.with_suffix(".stop").exists():
+                log.with_suffix(".stop").unlink()
+                raise Stop
+            # both generators, as sbi's slice samplers use NumPy's and torch's
+            draws = torch.randn(num, xs.shape[0], 2) + float(numpy.random.randn())
+            with log.open("a") as file:
+                file.write(f"{xs.shape[1]} {ks} {draws.sum().item()!r}\n")
+            return draws
+        return methods.Fitted(sample, 1.0, {}, one_observation_at_a_time=True)
+    return method
+
+
+def test_a_run_stopped_inside_a_trial_count_resumes_at_the_next_observation(monkeypatch,
+                                                                           tmp_path):
+    """Stopped before observation 3 of T = 20, the run resumes there: observations 1–2 are
+    not sampled again, no retraining, and every draw is the one an unstopped run makes
+    (the generators' states are kept with the draws)."""
+    task = _toy_task()
+    task.observe = lambda k, trials: torch.full((trials, 2), float(k))
+    trainings = []
+
+    stopped = tmp_path / "stopped.log"
+    stopped.with_suffix(".stop").touch()
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(stopped, 3, trainings))
+    with pytest.raises(Stop):
+        versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+    before = stopped.read_text().splitlines()
+    # T = 1 in one batched call, then observations 1 and 2 of T = 20
+    assert [line.split(" [")[0] for line in before] == ["1", "20", "20"]
+    resumed = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+    assert trainings == [0]
+
+    straight = tmp_path / "straight.log"
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(straight, None, trainings))
+    unstopped = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "other")
+    # the same generator states give bit-identical draws: the logged sums are equal
+    assert stopped.read_text() == straight.read_text()
+    assert [line.split(" ")[1] for line in straight.read_text().splitlines()[1:]] == [
+        f"[{k}]" for k in range(1, 6)]
+    assert resumed["trials"]["20"]["c2st"] == unstopped["trials"]["20"]["c2st"]
 
 
 def test_a_cached_model_of_another_version_is_trained_anew(monkeypatch, tmp_path):
