@@ -196,7 +196,8 @@ def test_npse_fallback_iid_method_is_labelled_in_the_table():
 
 def test_npse_retries_with_fnpe_when_its_default_iid_method_raises(monkeypatch):
     """sbi_npse's sampler: the default iid_method raises LinAlgError for T = 20, so each
-    observation is drawn again with iid_method="fnpe", and info records T and the error."""
+    observation is drawn again with iid_method="fnpe" (and later calls of T = 20 use it
+    straight away), and info records T and the error."""
     import sbi.inference
     import torch
 
@@ -236,7 +237,13 @@ def test_npse_retries_with_fnpe_when_its_default_iid_method_raises(monkeypatch):
     assert calls == [None, "fnpe", "fnpe"]
     assert fitted.info["iid_fallback"] == {
         "20": {"iid_method": "fnpe", "default_error": "linalg.eigh: failed to converge"}}
+    # one observation at a time (as versus_sbi calls it): T = 20 failed before, so fnpe
+    # straight away, with no second failing run of the default
+    assert fitted.one_observation_at_a_time
+    assert torch.equal(fitted.sample(5, xs[1:])[0, :, 0], xs[1:].sum(dim=(1, 2)))
+    assert calls == [None, "fnpe", "fnpe", "fnpe"]
     assert fitted.sample(5, xs[:, :1]).shape == (5, 2, 2)  # T = 1: no fallback needed
+    assert calls[4:] == [None, None]
     assert set(fitted.info["iid_fallback"]) == {"20"}
 
 
