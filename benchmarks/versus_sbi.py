@@ -16,9 +16,8 @@ too. Until a run is complete its trained model and the T already scored are kept
 ``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), with the draws of each
 observation already sampled where a method samples them one at a time (sbi's, for T > 1),
 and a stopped run of the same sbi-mflow version and ``methods.py`` resumes from them
-(``--force`` discards them).
-``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
-JSON. Commands (one torch thread)::
+(``--force`` discards them). ``--dry-run`` lists the runs a command would make;
+``--report`` prints the table from the JSON. Commands (one torch thread)::
 
     python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
@@ -111,10 +110,15 @@ def _save_unfinished(path: Path | None, fitted: Fitted, result: dict,
     partial.replace(path)  # never a half-written cache
 
 
+class SamplingFailed(Exception):
+    """A method's sampler raised (its ``__cause__``): a result to record, unlike a failure
+    to keep the cache, which stops the run."""
+
+
 def _draw(fitted: Fitted, draws: int, xs: Tensor, seed: int, progress: dict | None,
           keep: Callable[[dict], None]) -> tuple[Tensor, float]:
     """Posterior draws (draws, B, p) for the observations ``xs`` (B, T, D), and the seconds
-    they took.
+    they took; :class:`SamplingFailed` where the sampler raises.
 
     The generators (torch's and NumPy's: sbi's slice samplers draw from the latter) are
     seeded with ``seed`` first. A sampler that takes observations one at a time (T > 1) is
@@ -123,19 +127,25 @@ def _draw(fitted: Fitted, draws: int, xs: Tensor, seed: int, progress: dict | No
     on from the next observation with the generators where they were, so a stopped run
     ends with the draws it would have made without stopping.
     """
+    def sample(observations: Tensor) -> Tensor:
+        try:
+            return fitted.sample(draws, observations)
+        except Exception as error:
+            raise SamplingFailed from error
+
     if progress is None:
         torch.manual_seed(seed)
         numpy.random.seed(seed)
-        progress = {"trials": xs.shape[1], "draws": [], "seconds": 0.0}
     else:
         torch.set_rng_state(progress["torch_rng"])
         numpy.random.set_state(progress["numpy_rng"])
     if not (fitted.one_observation_at_a_time and xs.shape[1] > 1):
         start = time.perf_counter()
-        return fitted.sample(draws, xs), time.perf_counter() - start
+        return sample(xs), time.perf_counter() - start
+    progress = progress or {"trials": xs.shape[1], "draws": [], "seconds": 0.0}
     for j in range(len(progress["draws"]), xs.shape[0]):
         start = time.perf_counter()
-        progress["draws"].append(fitted.sample(draws, xs[j:j + 1])[:, 0])
+        progress["draws"].append(sample(xs[j:j + 1])[:, 0])
         progress["seconds"] += time.perf_counter() - start
         progress.update(torch_rng=torch.get_rng_state(), numpy_rng=numpy.random.get_state())
         keep(progress)
@@ -185,9 +195,10 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
             samples, seconds = _draw(
                 fitted, draws, xs, seed, resumed,
                 keep=lambda progress: _save_unfinished(path, fitted, result, progress))
-        except Exception as error:  # the method's own failure is a result: record it
-            seconds = time.perf_counter() - start
-            message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        except SamplingFailed as failure:  # the method's own failure is a result: record it
+            seconds, error = time.perf_counter() - start, failure.__cause__
+            first_line = (str(error).splitlines() or [""])[0]
+            message = f"{type(error).__name__}: {first_line[:200]}"
             result["trials"][str(trials)] = {"error": message, "sample_seconds": seconds}
             print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: failed after "
                   f"{seconds:.0f} s ({message})", flush=True)

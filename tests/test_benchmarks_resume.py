@@ -117,6 +117,37 @@ def test_a_run_stopped_inside_a_trial_count_resumes_at_the_next_observation(monk
     assert resumed["trials"]["20"]["c2st"] == unstopped["trials"]["20"]["c2st"]
 
 
+def test_a_sampler_failure_is_recorded_but_a_cache_failure_stops_the_run(monkeypatch,
+                                                                         tmp_path):
+    """The method's own error is that T's result; an error keeping the cache (a full disk)
+    is not the method's and must not be written down as its result."""
+    def failing_method(task, theta, x, seed):
+        def sample(num, xs):
+            if xs.shape[1] == 20:
+                raise ValueError("no posterior")
+            return torch.randn(num, xs.shape[0], 2)
+        return methods.Fitted(sample, 1.0, {}, one_observation_at_a_time=True)
+
+    monkeypatch.setitem(versus_sbi.METHODS, "failing_method", failing_method)
+    result = versus_sbi.run_one(_toy_task(), "failing_method", 10, 0, 200,
+                                cache=tmp_path / "cache")
+    assert result["trials"]["20"]["error"] == "ValueError: no posterior"
+    assert len(result["trials"]["1"]["c2st"]) == 5
+
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(tmp_path / "log", None, []))
+    save = versus_sbi._save_unfinished
+
+    def full_disk(path, fitted, result, progress=None):
+        if progress is not None:
+            raise OSError("No space left on device")
+        save(path, fitted, result, progress)
+
+    monkeypatch.setattr(versus_sbi, "_save_unfinished", full_disk)
+    with pytest.raises(OSError):
+        versus_sbi.run_one(_toy_task(), "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+
+
 def test_a_cached_model_of_another_version_is_trained_anew(monkeypatch, tmp_path):
     trainings = []
 
