@@ -22,7 +22,7 @@ DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 #: Benchmark modules in the document's order.
 SECTIONS = (
-    "versus_sbi", "paper_table2", "oracle_chart", "paper_table3", "calibration", "demo",
+    "versus_sbi_report", "paper_table2", "oracle_chart", "paper_table3", "calibration", "demo",
     "nuts", "nuts_convergence", "batched_nuts", "jacobian", "training", "profile_step",
     "spline_cost", "manifold_stall", "manifold_dim", "scandal", "simulate",
 )
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{DOCUMENT} is out of date: run python -m benchmarks.report")
             sys.exit(1)
         return
-    from benchmarks.versus_sbi import FIGURE, OUT, figure, load_results
+    from benchmarks.versus_sbi_report import FIGURE, OUT, figure, load_results
 
     figure(load_results(OUT), DOCUMENT.parent / FIGURE)
     DOCUMENT.write_text(text)

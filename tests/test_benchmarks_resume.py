@@ -8,6 +8,7 @@ import torch
 
 versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
 methods = pytest.importorskip("benchmarks.methods")
+run_cache = pytest.importorskip("benchmarks.run_cache")
 
 
 class Stop(BaseException):
@@ -51,7 +52,7 @@ def test_a_stopped_run_resumes_from_its_model_and_finished_trials(monkeypatch, t
     task = _toy_task()
     with pytest.raises(Stop):
         versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
-    cached = versus_sbi.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
+    cached = run_cache.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
     assert cached.exists() and trainings == [0] and sampled() == [1]
 
     result = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
@@ -136,14 +137,14 @@ def test_a_sampler_failure_is_recorded_but_a_cache_failure_stops_the_run(monkeyp
 
     monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
                         _one_at_a_time_method(tmp_path / "log", None, []))
-    save = versus_sbi._save_unfinished
+    save = versus_sbi.save_unfinished
 
     def full_disk(path, fitted, result, progress=None):
         if progress is not None:
             raise OSError("No space left on device")
         save(path, fitted, result, progress)
 
-    monkeypatch.setattr(versus_sbi, "_save_unfinished", full_disk)
+    monkeypatch.setattr(versus_sbi, "save_unfinished", full_disk)
     with pytest.raises(OSError):
         versus_sbi.run_one(_toy_task(), "toy_method", 10, 0, 200, cache=tmp_path / "cache")
 
@@ -157,10 +158,10 @@ def test_a_cached_model_of_another_version_is_trained_anew(monkeypatch, tmp_path
 
     monkeypatch.setitem(versus_sbi.METHODS, "toy_method", toy_method)
     task = _toy_task()
-    path = versus_sbi.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
-    versus_sbi._save_unfinished(path, toy_method(task, None, None, 0),
+    path = run_cache.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0)
+    versus_sbi.save_unfinished(path, toy_method(task, None, None, 0),
                                 {"trials": {"1": {"c2st": [0.9] * 5}}})
-    monkeypatch.setattr(versus_sbi, "_code_key", lambda: "0.0.0+changed")
+    monkeypatch.setattr(run_cache, "code_key", lambda: "0.0.0+changed")
     result = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
     assert trainings == [0, 0]  # the model another version saved was not used
     assert result["trials"]["1"]["c2st"] != [0.9] * 5
@@ -170,8 +171,8 @@ def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
     """After the result JSON is written, the unfinished run's cache is deleted; another
     run's cache stays."""
     cache = tmp_path / "cache"
-    mine = versus_sbi.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
-    other = versus_sbi.cache_path(cache, "polynomial_surface", "fom", 10_000, 0)
+    mine = run_cache.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
+    other = run_cache.cache_path(cache, "polynomial_surface", "fom", 10_000, 0)
     for path in (mine, other):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"model")
@@ -191,7 +192,7 @@ def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
 def test_force_discards_the_cache_of_an_unfinished_run(monkeypatch, tmp_path):
     """``--force`` redoes a run: its unfinished model is deleted before it runs again."""
     cache = tmp_path / "cache"
-    mine = versus_sbi.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
+    mine = run_cache.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
     mine.parent.mkdir(parents=True)
     mine.write_bytes(b"model")
     seen = []

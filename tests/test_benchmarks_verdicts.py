@@ -1,10 +1,12 @@
-"""The versus-sbi bar (``benchmarks.versus_sbi.verdicts``) on hand-made results."""
+"""The versus-sbi bar (``benchmarks.versus_sbi_report.verdicts``) on hand-made results."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
 versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
+report = pytest.importorskip("benchmarks.versus_sbi_report")
 
 
 def _run(method: str, seed: int, c2st: list[float], task: str = "polynomial_surface") -> dict:
@@ -21,7 +23,7 @@ def test_comparisons_use_only_the_seeds_both_methods_ran():
     """sbi's NPE ran seed 1 only: the M-flow's seed 0 (much better) must not enter its mean."""
     results = [_run("mflow", 0, [0.50] * 5), _run("mflow", 1, [0.80] * 5),
                _run("sbi_npe", 1, [0.70] * 5), _run("fom", 0, [0.52] * 5)]
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert "not below sbi_npe (0.800 against 0.700, seed 1)" in line
     assert "M-flow − FOM -0.0200 (met" in line  # seed 0 only: 0.50 − 0.52
     assert line.endswith("Not run yet: sbi_nle, sbi_npse. Bar: missed.")
@@ -31,9 +33,9 @@ def test_observation_excess_and_mean_gap_are_judged_against_their_targets():
     """Mean gap +0.03, at the target (met), but one observation +0.15 above FOM's (missed)."""
     results = [_run("mflow", 0, [0.65, 0.60, 0.60, 0.60, 0.60]),
                _run("fom", 0, [0.50, 0.60, 0.60, 0.60, 0.60])]
-    for method in versus_sbi.SBI_METHODS:
+    for method in report.SBI_METHODS:
         results.append(_run(method, 0, [0.9] * 5))
-    lines = versus_sbi.verdicts(results)
+    lines = report.verdicts(results)
     line = _line(lines, "polynomial_surface")
     assert "M-flow − FOM +0.0300 (met" in line  # mean 0.61 − 0.58: at the target
     assert "largest excess over FOM on one observation +0.1500 (missed" in line
@@ -43,7 +45,7 @@ def test_observation_excess_and_mean_gap_are_judged_against_their_targets():
 
 def test_no_common_seed_with_fom_reports_it_as_not_run():
     results = [_run("mflow", 1, [0.6] * 5), _run("fom", 0, [0.6] * 5)]
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert line.endswith("Not run yet: sbi_nle, sbi_npe, sbi_npse. Run only with other "
                          "seeds: fom. Bar: incomplete.")
 
@@ -53,9 +55,9 @@ def test_sampler_only_row_is_reported_whatever_its_budget():
     verdict, and the table shows '–' for its simulations."""
     exact = {**_run("exact_likelihood", 0, [0.55, 0.55, 0.60, 0.60, 0.70]), "budget": 0}
     results = [_run("mflow", 0, [0.6] * 5), exact]
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert "the sampler on the true likelihood (no estimator error) 0.600" in line
-    assert "| polynomial_surface | 20 | – | exact_likelihood | 0.600 |" in versus_sbi.table(
+    assert "| polynomial_surface | 20 | – | exact_likelihood | 0.600 |" in report.table(
         results)
 
 
@@ -65,10 +67,10 @@ def test_a_method_that_raised_is_reported_as_giving_no_posterior():
     failed = {**_run("sbi_npse", 0, []), "trials": {"20": {
         "error": "LinAlgError: linalg.eigh failed", "sample_seconds": 3.0}}}
     results = [_run("mflow", 0, [0.6] * 5), failed, _run("sbi_npse", 1, [0.9] * 5)]
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert "sbi_npse gave no posterior (seed 0: LinAlgError: linalg.eigh failed)" in line
     assert "sbi_npse" not in line.split("Not run yet")[-1]
-    table = versus_sbi.table(results)
+    table = report.table(results)
     assert "| sbi_npse | failed in 1 of 2 seeds (LinAlgError: linalg.eigh failed) |" in table
     assert "| polynomial_surface | 20 | 10000 | sbi_npse | 0.900 | 0.900 | 1 |" in table
 
@@ -102,9 +104,9 @@ def test_a_rerun_redoes_missing_and_stale_results_only(monkeypatch, tmp_path):
         return {**_run(method, seed, [0.6] * 5), "task": task.name, "info": {}}
 
     for seed, version in ((0, "0.2.0.dev6"), (1, "0.2.0.dev4")):
-        path = versus_sbi.result_path(tmp_path, "polynomial_surface", "mflow", 10_000, seed)
+        path = report.result_path(tmp_path, "polynomial_surface", "mflow", 10_000, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(versus_sbi.json.dumps({**_run("mflow", seed, [0.6] * 5),
+        path.write_text(json.dumps({**_run("mflow", seed, [0.6] * 5),
                                                "version": version}))
     monkeypatch.setattr(versus_sbi, "run_one", fake_run)
     args = ["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets", "10000",
@@ -120,15 +122,15 @@ def test_a_stale_mflow_run_is_shown_apart_and_left_out_of_the_bar():
     stale, and not the M-flow the bar compares (the current one is)."""
     results = [{**_run("mflow", 0, [0.50] * 5), "version": "0.2.0.dev4"},
                _run("mflow", 0, [0.70] * 5), _run("fom", 0, [0.69] * 5)]
-    for method in versus_sbi.SBI_METHODS:
+    for method in report.SBI_METHODS:
         results.append(_run(method, 0, [0.9] * 5))
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert line.startswith("- polynomial_surface: M-flow 0.700 (seed 0)")
-    table = versus_sbi.table(results)
+    table = report.table(results)
     assert "| polynomial_surface | 20 | 10000 | mflow (stale) | 0.500 |" in table
     assert "| polynomial_surface | 20 | 10000 | mflow | 0.700 |" in table
     only_stale = [results[0], *results[2:]]
-    assert "no M-flow run of 0.2.0.dev5 or later" in _line(versus_sbi.verdicts(only_stale),
+    assert "no M-flow run of 0.2.0.dev5 or later" in _line(report.verdicts(only_stale),
                                                           "polynomial_surface")
 
 
@@ -138,7 +140,7 @@ def test_swaps_are_reported_against_the_method_they_change_one_part_of():
     results = [_run("mflow", 0, [0.80] * 5), _run("mflow", 1, [0.60] * 5),
                _run("nsf_on_mflow_chart", 0, [0.78] * 5), _run("fom", 0, [0.70] * 5),
                _run("sbi_nle_true_chart", 0, [0.72] * 5)]
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert ("sbi's NSF for our inner flow on the learned chart: 0.780 against mflow's 0.800 "
             "(seed 0)") in line
     assert "on the true chart: 0.720 against fom's 0.700 (seed 0)" in line
@@ -153,10 +155,10 @@ def test_chart_table_averages_the_seeds_that_recorded_a_reconstruction_error():
                          "data_rms": 7.0}}
     results = [charted(0, 0.2), charted(1, 0.4), charted(2, 9.0, version="0.2.0.dev4"),
                _run("fom", 0, [0.6] * 5)]
-    table = versus_sbi.chart_table(results)
+    table = report.chart_table(results)
     assert "| polynomial_surface | 10000 | mflow | 0.3 | 0.15 | 7 | 2 |" in table
     assert "fom" not in table
-    assert versus_sbi.chart_table([_run("mflow", 0, [0.6] * 5)]) == ""
+    assert report.chart_table([_run("mflow", 0, [0.6] * 5)]) == ""
 
 
 def test_the_full_budget_comparisons_list_only_tasks_the_m_flow_ran_at_that_budget():
@@ -166,11 +168,11 @@ def test_the_full_budget_comparisons_list_only_tasks_the_m_flow_ran_at_that_budg
         return {**_run(method, 0, c2st, task=task), "budget": 100_000}
     results = [at_full("mflow", [0.60] * 5), at_full("fom", [0.58] * 5),
                _run("mflow", 0, [0.7] * 5, task="lifted_slcp")]
-    text = versus_sbi._full_budget_paragraph(results)
+    text = report._full_budget_paragraph(results)
     assert "- polynomial_surface: M-flow 0.600 (seed 0)" in text
     assert "M-flow − FOM +0.0200 (met" in text
     assert "lifted_slcp" not in text
-    assert versus_sbi._full_budget_paragraph(results[2:]) == ""
+    assert report._full_budget_paragraph(results[2:]) == ""
 
 
 def test_foms_own_seed_to_seed_difference_is_reported_beside_the_excess():
@@ -179,7 +181,7 @@ def test_foms_own_seed_to_seed_difference_is_reported_beside_the_excess():
     results = [_run("mflow", 0, [0.6] * 5), _run("mflow", 1, [0.6] * 5),
                _run("fom", 0, [0.55, 0.55, 0.75, 0.55, 0.55]),
                _run("fom", 1, [0.60, 0.55, 0.50, 0.55, 0.55])]
-    line = _line(versus_sbi.verdicts(results), "polynomial_surface")
+    line = _line(report.verdicts(results), "polynomial_surface")
     assert ("FOM against itself, largest difference between two seeds on one observation "
             "0.2500 (the seeds' noise") in line
 
@@ -189,7 +191,7 @@ def test_npse_fallback_iid_method_is_labelled_in_the_table():
     retried = {**_run("sbi_npse", 0, [0.8] * 5),
                "info": {"iid_fallback": {"20": {"iid_method": "fnpe",
                                                 "default_error": "linalg.eigh failed"}}}}
-    table = versus_sbi.table([retried, _run("sbi_npse", 1, [0.9] * 5)])
+    table = report.table([retried, _run("sbi_npse", 1, [0.9] * 5)])
     assert ("| polynomial_surface | 20 | 10000 | sbi_npse (iid_method fnpe in 1 of 2 seeds) "
             "| 0.850 (0.800–0.900) |") in table
 
@@ -265,7 +267,7 @@ def test_on_request_swaps_run_only_when_named(monkeypatch, tmp_path):
     assert calls[-1] == "mflow_long"
     results = [_run("mflow", 0, [0.80] * 5), _run("mflow_long", 0, [0.75] * 5)]
     assert "four times the epochs (a manifold phase of 100 instead of 25): 0.750 against " \
-           "mflow's 0.800 (seed 0)" in _line(versus_sbi.verdicts(results), "polynomial_surface")
+           "mflow's 0.800 (seed 0)" in _line(report.verdicts(results), "polynomial_surface")
 
 
 def test_mflow_long_trains_the_m_flow_with_four_times_the_epoch_budget(monkeypatch):

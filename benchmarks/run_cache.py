@@ -1,0 +1,58 @@
+"""Unfinished benchmark runs kept on disk: the trained model, the results so far and the
+progress inside the current trial count, so that a stopped run resumes where it stopped.
+
+The cache is one cloudpickle file per run, replaced atomically; it carries a key of the
+code that made it (sbi-mflow's version and a digest of ``benchmarks/methods.py``, whose
+samplers are pickled by value), and a file of other code is ignored, so its model is
+trained anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cloudpickle
+
+import sbi_mflow
+from benchmarks.methods import Fitted
+
+__all__ = ["cache_path", "code_key", "load_unfinished", "save_unfinished"]
+
+
+def cache_path(cache: Path, task: str, method: str, budget: int, seed: int) -> Path:
+    return cache / task / f"{method}-n{budget}-seed{seed}.pkl"
+
+
+def code_key() -> str:
+    """sbi-mflow's version and a digest of ``benchmarks/methods.py``: a cached model carries
+    its samplers' code (closures are pickled by value), so a change to either retrains."""
+    source = (Path(__file__).parent / "methods.py").read_bytes()
+    return f"{sbi_mflow.__version__}+{hashlib.sha256(source).hexdigest()[:12]}"
+
+
+def load_unfinished(path: Path | None) -> dict | None:
+    """What an interrupted run of the same code left at ``path``: its ``fitted`` model, its
+    ``result`` so far and, when it stopped inside a T, that T's ``progress``."""
+    if path is None or not path.exists():
+        return None
+    with path.open("rb") as file:
+        saved = cloudpickle.load(file)
+    if saved.get("code") != code_key():  # other code's model: train anew
+        return None
+    return saved
+
+
+def save_unfinished(path: Path | None, fitted: Fitted, result: dict,
+                    progress: dict | None = None) -> None:
+    """Keep the trained model, the trials done so far and the progress inside the current T
+    (one pickle, so that the result's ``info`` stays the object the model's sampler writes
+    to)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    with partial.open("wb") as file:
+        cloudpickle.dump({"code": code_key(), "fitted": fitted, "result": result,
+                          "progress": progress}, file)
+    partial.replace(path)  # never a half-written cache
