@@ -4,7 +4,8 @@ progress inside the current trial count, so that a stopped run resumes where it 
 The cache is one cloudpickle file per run, replaced atomically; it carries a key of the
 code that made it (sbi-mflow's version and a digest of ``benchmarks/methods.py``, whose
 samplers are pickled by value), and a file of other code is ignored, so its model is
-trained anew.
+trained anew. A method that does not use sbi-mflow (sbi's own estimators) resumes across
+sbi-mflow versions: only ``methods.py`` must be the same.
 """
 
 from __future__ import annotations
@@ -31,15 +32,25 @@ def code_key() -> str:
     return f"{sbi_mflow.__version__}+{hashlib.sha256(source).hexdigest()[:12]}"
 
 
-def load_unfinished(path: Path | None) -> dict | None:
+def _same_code(saved: str, current: str, uses_sbi_mflow: bool) -> bool:
+    """Whether a model saved under the key ``saved`` may serve code of key ``current``: the
+    same ``methods.py``, and the same sbi-mflow version if the method uses sbi-mflow."""
+    saved_version, _, saved_methods = saved.rpartition("+")
+    version, _, methods = current.rpartition("+")
+    return saved_methods == methods and (saved_version == version or not uses_sbi_mflow)
+
+
+def load_unfinished(path: Path | None, uses_sbi_mflow: bool = True) -> dict | None:
     """What an interrupted run of the same code left at ``path``: its ``fitted`` model, its
-    ``result`` so far and, when it stopped inside a T, that T's ``progress``."""
+    ``result`` so far and, when it stopped inside a T, that T's ``progress``. A method that
+    does not use sbi-mflow (``uses_sbi_mflow=False``) may have been saved by another
+    version of it."""
     if path is None or not path.exists():
         return None
     with path.open("rb") as file:
         saved = cloudpickle.load(file)
-    if saved.get("code") != code_key():  # other code's model: train anew
-        return None
+    if not _same_code(saved.get("code", ""), code_key(), uses_sbi_mflow):
+        return None  # other code's model: train anew
     return saved
 
 

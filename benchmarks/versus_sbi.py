@@ -43,7 +43,14 @@ from benchmarks._results import git_commit, machine
 from benchmarks.methods import METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD, ON_REQUEST, Fitted
 from benchmarks.run_cache import cache_path, load_unfinished, save_unfinished
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
-from benchmarks.versus_sbi_report import OUT, is_stale, load_results, result_path, table
+from benchmarks.versus_sbi_report import (
+    CURRENT_SINCE,
+    OUT,
+    is_stale,
+    load_results,
+    result_path,
+    table,
+)
 
 __all__ = ["CACHE", "SamplingFailed", "main", "run_one"]
 
@@ -102,12 +109,13 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
     With ``cache`` (a folder), the trained model, each T's scores and, for a sampler that
     takes observations one at a time, each observation's draws are kept there as they are
     done, and a run of the same code that was stopped resumes from them (no retraining, no
-    T or observation sampled twice); the cache file goes once the run is complete.
+    T or observation sampled twice; sbi's methods, which do not use sbi-mflow, also under
+    another sbi-mflow version); the cache file goes once the run is complete.
     """
     from sbi_mflow.metrics import c2st
 
     path = cache_path(cache, task.name, method, budget, seed) if cache else None
-    unfinished = load_unfinished(path)
+    unfinished = load_unfinished(path, uses_sbi_mflow=method in CURRENT_SINCE)
     if unfinished is None:
         torch.manual_seed(seed)
         theta = task.prior.sample((budget,)) if budget else None

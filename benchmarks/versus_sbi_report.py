@@ -28,7 +28,8 @@ def result_path(out: Path, task: str, method: str, budget: int, seed: int) -> Pa
 
 #: The sbi-mflow version since which each of our methods gives the results it gives now
 #: (CHANGELOG.md says what changed): a run of an earlier version is stale, shown apart in the
-#: table and left out of the bar and the figure. sbi's methods do not depend on ours.
+#: table and left out of the bar and the figure. sbi's methods do not depend on ours: they
+#: are not here, and their unfinished runs resume across sbi-mflow versions.
 CURRENT_SINCE = {
     "fom": "0.2.0.dev5",  # the density phase trains to early stopping; pooled mass matrix
     "exact_likelihood": "0.2.0.dev5",  # the pooled mass matrix

@@ -167,6 +167,29 @@ def test_a_cached_model_of_another_version_is_trained_anew(monkeypatch, tmp_path
     assert result["trials"]["1"]["c2st"] != [0.9] * 5
 
 
+@pytest.mark.parametrize(("method", "retrained"), [("mflow", True), ("sbi_nle", False)])
+def test_only_a_method_that_uses_sbi_mflow_retrains_under_another_version(
+        monkeypatch, tmp_path, method, retrained):
+    """The same ``methods.py`` under another sbi-mflow version: the M-flow's cached model is
+    trained anew, sbi's NLE (which does not use sbi-mflow) resumes from its own."""
+    trainings = []
+
+    def toy_method(task, theta, x, seed):
+        trainings.append(seed)
+        return methods.Fitted(lambda num, xs: torch.randn(num, xs.shape[0], 2), 1.0, {})
+
+    monkeypatch.setitem(versus_sbi.METHODS, method, toy_method)
+    task = _toy_task()
+    path = run_cache.cache_path(tmp_path / "cache", "toy", method, 10, 0)
+    versus_sbi.save_unfinished(path, toy_method(task, None, None, 0),
+                                {"trials": {"1": {"c2st": [0.9] * 5}}})
+    digest = run_cache.code_key().rpartition("+")[2]
+    monkeypatch.setattr(run_cache, "code_key", lambda: f"0.0.0.dev0+{digest}")
+    result = versus_sbi.run_one(task, method, 10, 0, 200, cache=tmp_path / "cache")
+    assert trainings == ([0, 0] if retrained else [0])
+    assert (result["trials"]["1"]["c2st"] == [0.9] * 5) != retrained
+
+
 def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
     """After the result JSON is written, the unfinished run's cache is deleted; another
     run's cache stays."""
