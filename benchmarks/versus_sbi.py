@@ -15,10 +15,11 @@ resume and can be split across processes (``--tasks``, ``--methods``, ``--budget
 too. Until a run is complete its trained model and the T already scored are kept under
 ``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), with the draws of each
 observation already sampled where a method samples them one at a time (sbi's, for T > 1),
-and a stopped run of the same sbi-mflow version and ``methods.py`` resumes from them
-(``--force`` discards them; :mod:`benchmarks.run_cache`). ``--dry-run`` lists the runs a
-command would make; ``--report`` prints the table from the JSON (the tables, the verdicts
-and the figure: :mod:`benchmarks.versus_sbi_report`). Commands (one torch thread)::
+and a stopped run of the same ``methods.py`` (for our methods, also the same sbi-mflow
+version) resumes from them (``--force`` discards them; :mod:`benchmarks.run_cache`).
+``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
+JSON (the tables, the verdicts and the figure: :mod:`benchmarks.versus_sbi_report`).
+Commands (one torch thread)::
 
     python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
