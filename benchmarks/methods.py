@@ -62,6 +62,9 @@ class Fitted:
     #: samplers condition on one observation at a time), so a caller may hand it the
     #: observations one by one and keep each one's draws as they land.
     one_observation_at_a_time: bool = False
+    #: The trained network, where a run may be resumed by training it anew: the ledger
+    #: (:mod:`benchmarks.run_ledger`) checks that the new one has the same parameters.
+    network: torch.nn.Module | None = None
 
 
 def _train_sbi(inference, theta: Tensor, x: Tensor, seed: int):
@@ -92,11 +95,11 @@ def sbi_nle(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NLE
 
     inference = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
-    _, seconds = _train_sbi(inference, theta, x, seed)
+    estimator, seconds = _train_sbi(inference, theta, x, seed)
     posterior = inference.build_posterior()
     return Fitted(_sampler(posterior, posterior), seconds,
                   {"epochs": inference.summary["epochs_trained"][-1]},
-                  one_observation_at_a_time=True)
+                  one_observation_at_a_time=True, network=estimator)
 
 
 def _coordinates(encode_rows: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -118,12 +121,12 @@ def sbi_nle_true_chart(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     encode = _coordinates(lambda rows: chart.encode(rows.double()).float())
 
     inference = NLE(task.prior, density_estimator="nsf", show_progress_bars=False)
-    _, seconds = _train_sbi(inference, theta, encode(x), seed)
+    estimator, seconds = _train_sbi(inference, theta, encode(x), seed)
     posterior = inference.build_posterior()
     sample = _sampler(posterior, posterior)
     return Fitted(lambda num, xs: sample(num, encode(xs)), seconds,
                   {"epochs": inference.summary["epochs_trained"][-1]},
-                  one_observation_at_a_time=True)
+                  one_observation_at_a_time=True, network=estimator)
 
 
 def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
@@ -134,7 +137,7 @@ def sbi_npe(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     return Fitted(_sampler(inference.build_posterior(estimator),
                            inference.build_posterior(estimator, sample_with="mcmc")),
                   seconds, {"epochs": inference.summary["epochs_trained"][-1]},
-                  one_observation_at_a_time=True)
+                  one_observation_at_a_time=True, network=estimator)
 
 
 #: sbi's NPSE ``iid_method`` tried when its default raises ``torch.linalg.LinAlgError``.
@@ -145,7 +148,7 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
     from sbi.inference import NPSE
 
     inference = NPSE(task.prior, show_progress_bars=False)
-    _, seconds = _train_sbi(inference, theta, x, seed)
+    estimator, seconds = _train_sbi(inference, theta, x, seed)
     posterior = inference.build_posterior()
     info = {"epochs": inference.summary["epochs_trained"][-1]}
     default = _sampler(None, posterior)
@@ -161,7 +164,7 @@ def sbi_npse(task, theta: Tensor, x: Tensor, seed: int) -> Fitted:
                 "iid_method": NPSE_FALLBACK_IID_METHOD,
                 "default_error": str(error).splitlines()[0][:200]}
             return fallback(num, xs)
-    return Fitted(sample, seconds, info, one_observation_at_a_time=True)
+    return Fitted(sample, seconds, info, one_observation_at_a_time=True, network=estimator)
 
 
 def _train_manifold(model: str, task, theta: Tensor, x: Tensor, seed: int, **training):

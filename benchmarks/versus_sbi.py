@@ -16,7 +16,11 @@ too. Until a run is complete its trained model and the T already scored are kept
 ``--cache`` (``benchmarks/.cache/versus_sbi``, git-ignored), with the draws of each
 observation already sampled where a method samples them one at a time (sbi's, for T > 1),
 and a stopped run of the same ``methods.py`` (for our methods, also the same sbi-mflow
-version) resumes from them (``--force`` discards them; :mod:`benchmarks.run_cache`).
+version) resumes from them (``--force`` discards them; :mod:`benchmarks.run_cache`). For
+sbi's methods the same progress, without the model, goes to ``--ledger``
+(``benchmarks/unfinished/versus_sbi``, committed): on another machine the run trains its
+model anew and goes on from there if the parameters are bit for bit the same
+(:mod:`benchmarks.run_ledger`).
 ``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
 JSON (the tables, the verdicts and the figure: :mod:`benchmarks.versus_sbi_report`).
 Commands (one torch thread)::
@@ -43,6 +47,7 @@ import sbi_mflow
 from benchmarks._results import git_commit, machine
 from benchmarks.methods import METHODS, NEEDS_CHART, NEEDS_LIKELIHOOD, ON_REQUEST, Fitted
 from benchmarks.run_cache import cache_path, load_unfinished, save_unfinished
+from benchmarks.run_ledger import ledger_path, load_ledger, save_ledger
 from benchmarks.tasks import NUM_OBSERVATIONS, TASKS
 from benchmarks.versus_sbi_report import (
     CURRENT_SINCE,
@@ -53,10 +58,13 @@ from benchmarks.versus_sbi_report import (
     table,
 )
 
-__all__ = ["CACHE", "SamplingFailed", "main", "run_one"]
+__all__ = ["CACHE", "LEDGER", "SamplingFailed", "main", "run_one"]
 
 #: Unfinished runs: the trained model and the trials sampled so far (git-ignored).
 CACHE = Path(__file__).parent / ".cache" / "versus_sbi"
+#: Unfinished runs of sbi's methods: their draws so far, as JSON, committed so that another
+#: session goes on with them (:mod:`benchmarks.run_ledger`).
+LEDGER = Path(__file__).parent / "unfinished" / "versus_sbi"
 
 
 class SamplingFailed(Exception):
@@ -102,7 +110,7 @@ def _draw(fitted: Fitted, draws: int, xs: Tensor, seed: int, progress: dict | No
 
 
 def run_one(task, method: str, budget: int, seed: int, draws: int,
-            cache: Path | None = None) -> dict:
+            cache: Path | None = None, ledger: Path | None = None) -> dict:
     """Train ``method`` on ``budget`` simulations of ``task`` (seed ``seed``) and score its
     posterior on observations 1–5 for every T of the task (budget 0: a method that uses no
     simulations).
@@ -111,11 +119,20 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
     takes observations one at a time, each observation's draws are kept there as they are
     done, and a run of the same code that was stopped resumes from them (no retraining, no
     T or observation sampled twice; sbi's methods, which do not use sbi-mflow, also under
-    another sbi-mflow version); the cache file goes once the run is complete.
+    another sbi-mflow version); the cache file goes once the run is complete. With
+    ``ledger`` (a folder), the same progress, without the model, is also written as JSON there
+    (:mod:`benchmarks.run_ledger`), for a run that another machine goes on with: it trains
+    the model anew and resumes only if the parameters come out the same.
     """
     from sbi_mflow.metrics import c2st
 
     path = cache_path(cache, task.name, method, budget, seed) if cache else None
+    written = ledger_path(ledger, task.name, method, budget, seed) if ledger else None
+
+    def keep(fitted: Fitted, result: dict, progress: dict | None = None) -> None:
+        save_unfinished(path, fitted, result, progress)
+        save_ledger(written, fitted, result, progress)
+
     unfinished = load_unfinished(path, uses_sbi_mflow=method in CURRENT_SINCE)
     if unfinished is None:
         torch.manual_seed(seed)
@@ -125,7 +142,16 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
         result = {"task": task.name, "method": method, "budget": budget, "seed": seed,
                   "train_seconds": fitted.train_seconds, "info": fitted.info, "trials": {}}
         progress = None
-        save_unfinished(path, fitted, result)
+        if (found := load_ledger(written, fitted)) is not None:
+            result, progress = found
+            fitted.info.update(result["info"])  # the object the model's sampler writes to
+            result["info"] = fitted.info
+            print(f"  {task.name} {method} n={budget} seed {seed}: retrained to the same "
+                  f"parameters; going on from {written}", flush=True)
+        elif written is not None and written.exists():
+            print(f"  {task.name} {method} n={budget} seed {seed}: the retrained model "
+                  f"differs from the one of {written}; starting over", flush=True)
+        keep(fitted, result, progress)
     else:
         fitted, result, progress = (unfinished["fitted"], unfinished["result"],
                                     unfinished.get("progress"))
@@ -144,7 +170,7 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
         try:
             samples, seconds = _draw(
                 fitted, draws, xs, seed, resumed,
-                keep=lambda progress: save_unfinished(path, fitted, result, progress))
+                keep=lambda progress: keep(fitted, result, progress))
         except SamplingFailed as failure:  # the method's own failure is a result: record it
             seconds, error = time.perf_counter() - start, failure.__cause__
             first_line = (str(error).splitlines() or [""])[0]
@@ -152,7 +178,7 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
             result["trials"][str(trials)] = {"error": message, "sample_seconds": seconds}
             print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: failed after "
                   f"{seconds:.0f} s ({message})", flush=True)
-            save_unfinished(path, fitted, result)
+            keep(fitted, result)
             continue
         scores = [c2st(samples[:, j].float(), task.reference(k, trials, draws),
                        classifier="mlp", seed=seed) for j, k in enumerate(ks)]
@@ -160,7 +186,7 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
         print(f"  {task.name} {method} n={budget} seed {seed} T={trials}: C2ST "
               + " ".join(f"{s:.3f}" for s in scores) + f" (sampling {seconds:.0f} s)",
               flush=True)
-        save_unfinished(path, fitted, result)
+        keep(fitted, result)
     return result
 
 
@@ -188,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")
     parser.add_argument("--cache", type=Path, default=CACHE,
                         help="folder for unfinished runs' models and partial results")
+    parser.add_argument("--ledger", type=Path, default=LEDGER,
+                        help="folder for unfinished runs' draws as JSON, to commit")
     args = parser.parse_args(argv)
     if args.full and 100_000 not in args.budgets:
         args.budgets.append(100_000)
@@ -208,20 +236,24 @@ def main(argv: list[str] | None = None) -> None:
                         if path in done or not (args.force or _needs_run(path)):
                             continue
                         done.add(path)
+                        unfinished = (cache_path(args.cache, name, method, used, seed),
+                                      ledger_path(args.ledger, name, method, used, seed))
                         if args.dry_run:
-                            print(f"would run: {name} {method} n={used} seed {seed}")
+                            print(f"would run: {name} {method} n={used} seed {seed}"
+                                  + (" (from its ledger)" if unfinished[1].exists() else ""))
                             continue
-                        if args.force:  # redo it: no model of an earlier attempt
-                            cache_path(args.cache, name, method, used, seed).unlink(
-                                missing_ok=True)
+                        if args.force:  # redo it: no model or draws of an earlier attempt
+                            for kept in unfinished:
+                                kept.unlink(missing_ok=True)
                         result = run_one(task, method, used, seed, args.draws,
-                                         cache=args.cache)
+                                         cache=args.cache, ledger=args.ledger)
                         result.update(commit=git_commit(), version=sbi_mflow.__version__,
                                       machine=machine(),
                                       settings={"draws": args.draws, "threads": args.threads})
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(json.dumps(result, indent=1) + "\n")
-                        cache_path(args.cache, name, method, used, seed).unlink(missing_ok=True)
+                        for kept in unfinished:
+                            kept.unlink(missing_ok=True)
     if args.dry_run:
         print(f"{len(done)} runs to make.")
         return

@@ -1,5 +1,6 @@
 """A stopped versus-sbi run resumes from its cache: no retraining, no T sampled twice."""
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy
@@ -9,6 +10,7 @@ import torch
 versus_sbi = pytest.importorskip("benchmarks.versus_sbi")
 methods = pytest.importorskip("benchmarks.methods")
 run_cache = pytest.importorskip("benchmarks.run_cache")
+run_ledger = pytest.importorskip("benchmarks.run_ledger")
 
 
 class Stop(BaseException):
@@ -65,12 +67,16 @@ def test_a_stopped_run_resumes_from_its_model_and_finished_trials(monkeypatch, t
     assert all(0.35 < score < 0.65 for t in ("1", "20") for score in result["trials"][t]["c2st"])
 
 
-def _one_at_a_time_method(log, stop_before: int | None, trainings: list):
+def _one_at_a_time_method(log, stop_before: int | None, trainings: list,
+                          network_seed: Callable[[int], int] = lambda seed: seed):
     """A method whose sampler takes one observation at a time (for T > 1) and logs, for each
     call, the observation (k, from ``observe``) and the sum of its draws; it stops the
-    session before observation ``stop_before`` of T = 20 once (a file marks it)."""
+    session before observation ``stop_before`` of T = 20 once (a file marks it). Its
+    ``network`` is initialised with ``network_seed(seed)``."""
     def method(task, theta, x, seed):
         trainings.append(seed)
+        torch.manual_seed(network_seed(seed))
+        network = torch.nn.Linear(2, 2)
 
         def sample(num, xs):
             ks = [int(k) for k in xs[:, 0, 0]]
@@ -82,7 +88,8 @@ def _one_at_a_time_method(log, stop_before: int | None, trainings: list):
             with log.open("a") as file:
                 file.write(f"{xs.shape[1]} {ks} {draws.sum().item()!r}\n")
             return draws
-        return methods.Fitted(sample, 1.0, {}, one_observation_at_a_time=True)
+        return methods.Fitted(sample, 1.0, {}, one_observation_at_a_time=True,
+                              network=network)
     return method
 
 
@@ -116,6 +123,73 @@ def test_a_run_stopped_inside_a_trial_count_resumes_at_the_next_observation(monk
     assert [line.split(" ")[1] for line in straight.read_text().splitlines()[1:]] == [
         f"[{k}]" for k in range(1, 6)]
     assert resumed["trials"]["20"]["c2st"] == unstopped["trials"]["20"]["c2st"]
+
+
+def test_a_run_goes_on_from_its_ledger_on_another_machine(monkeypatch, tmp_path):
+    """Stopped before observation 3 of T = 20 and its pickled cache lost (another machine),
+    the run trains anew, finds the same parameters and goes on from the committed ledger:
+    observations 1–2 are not sampled again and every draw is an unstopped run's."""
+    task = _toy_task()
+    task.observe = lambda k, trials: torch.full((trials, 2), float(k))
+    trainings = []
+    stopped = tmp_path / "stopped.log"
+    stopped.with_suffix(".stop").touch()
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(stopped, 3, trainings))
+    with pytest.raises(Stop):
+        versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache",
+                           ledger=tmp_path / "ledger")
+    run_cache.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0).unlink()
+    resumed = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "other",
+                                 ledger=tmp_path / "ledger")
+    assert trainings == [0, 0]  # trained anew, to the same parameters
+    assert [line.split(" ")[1] for line in stopped.read_text().splitlines()[1:]] == [
+        f"[{k}]" for k in range(1, 6)]  # no observation sampled twice
+
+    straight = tmp_path / "straight.log"
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(straight, None, trainings))
+    unstopped = versus_sbi.run_one(task, "toy_method", 10, 0, 200)
+    assert stopped.read_text() == straight.read_text()  # bit-identical draws
+    assert resumed["trials"] == {
+        trials: {**scores, "sample_seconds": resumed["trials"][trials]["sample_seconds"]}
+        for trials, scores in unstopped["trials"].items()}
+
+
+def test_a_ledger_of_other_parameters_is_not_used(monkeypatch, tmp_path):
+    """A model trained anew to other parameters (other kernels, another torch) must not go
+    on with draws of the first: the run starts over and samples every observation."""
+    task = _toy_task()
+    task.observe = lambda k, trials: torch.full((trials, 2), float(k))
+    log = tmp_path / "run.log"
+    log.with_suffix(".stop").touch()
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(log, 3, []))
+    with pytest.raises(Stop):
+        versus_sbi.run_one(task, "toy_method", 10, 0, 200, ledger=tmp_path / "ledger")
+    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
+                        _one_at_a_time_method(log, None, [], network_seed=lambda s: s + 1))
+    versus_sbi.run_one(task, "toy_method", 10, 0, 200, ledger=tmp_path / "ledger")
+    observations = [line.split(" ")[1] for line in log.read_text().splitlines()
+                    if line.startswith("20 ")]
+    assert observations == ["[1]", "[2]", "[1]", "[2]", "[3]", "[4]", "[5]"]
+
+
+def test_retraining_sbi_nle_with_its_seed_gives_the_same_parameters():
+    """The ledger relies on it: sbi's NLE trained twice on the same simulations with the
+    same seed ends bit for bit the same (the digest hashes every float)."""
+    task = _toy_task()
+    torch.manual_seed(0)
+    theta = task.prior.sample((200,))
+    x = theta + 0.1 * torch.randn_like(theta)
+    first, second = (methods.METHODS["sbi_nle"](task, theta, x, seed=3).network
+                     for _ in range(2))
+    digest = run_ledger.parameter_digest(first)
+    assert run_ledger.parameter_digest(second) == digest
+    with torch.no_grad():  # the last bit of one float changes the digest
+        weight = next(first.parameters()).view(-1)
+        weight[0] = torch.nextafter(weight[0], weight[0] + 1)
+    assert run_ledger.parameter_digest(first) != digest
 
 
 def test_a_sampler_failure_is_recorded_but_a_cache_failure_stops_the_run(monkeypatch,
@@ -191,16 +265,18 @@ def test_only_a_method_that_uses_sbi_mflow_retrains_under_another_version(
 
 
 def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
-    """After the result JSON is written, the unfinished run's cache is deleted; another
-    run's cache stays."""
-    cache = tmp_path / "cache"
+    """After the result JSON is written, the unfinished run's cache and ledger are deleted;
+    another run's stay."""
+    cache, ledger = tmp_path / "cache", tmp_path / "ledger"
     mine = run_cache.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
     other = run_cache.cache_path(cache, "polynomial_surface", "fom", 10_000, 0)
-    for path in (mine, other):
+    my_ledger = run_ledger.ledger_path(ledger, "polynomial_surface", "mflow", 10_000, 0)
+    other_ledger = run_ledger.ledger_path(ledger, "polynomial_surface", "fom", 10_000, 0)
+    for path in (mine, other, my_ledger, other_ledger):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"model")
 
-    def fake_run(task, method, budget, seed, draws, cache=None):
+    def fake_run(task, method, budget, seed, draws, cache=None, ledger=None):
         return {"task": task.name, "method": method, "budget": budget, "seed": seed,
                 "train_seconds": 1.0, "info": {},
                 "trials": {"20": {"c2st": [0.6] * 5, "sample_seconds": 1.0}}}
@@ -208,25 +284,29 @@ def test_main_removes_the_cache_of_a_finished_run(monkeypatch, tmp_path):
     monkeypatch.setattr(versus_sbi, "run_one", fake_run)
     versus_sbi.main(["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets",
                      "10000", "--seeds", "0", "--out", str(tmp_path / "out"),
-                     "--cache", str(cache)])
+                     "--cache", str(cache), "--ledger", str(ledger)])
     assert not mine.exists() and other.exists()
+    assert not my_ledger.exists() and other_ledger.exists()
 
 
 def test_force_discards_the_cache_of_an_unfinished_run(monkeypatch, tmp_path):
-    """``--force`` redoes a run: its unfinished model is deleted before it runs again."""
-    cache = tmp_path / "cache"
+    """``--force`` redoes a run: its unfinished model and ledger are deleted before it runs
+    again."""
+    cache, ledger = tmp_path / "cache", tmp_path / "ledger"
     mine = run_cache.cache_path(cache, "polynomial_surface", "mflow", 10_000, 0)
-    mine.parent.mkdir(parents=True)
-    mine.write_bytes(b"model")
+    my_ledger = run_ledger.ledger_path(ledger, "polynomial_surface", "mflow", 10_000, 0)
+    for path in (mine, my_ledger):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"model")
     seen = []
 
-    def fake_run(task, method, budget, seed, draws, cache=None):
-        seen.append(mine.exists())
+    def fake_run(task, method, budget, seed, draws, cache=None, ledger=None):
+        seen.append(mine.exists() or my_ledger.exists())
         raise Stop
 
     monkeypatch.setattr(versus_sbi, "run_one", fake_run)
     with pytest.raises(Stop):
         versus_sbi.main(["--tasks", "polynomial_surface", "--methods", "mflow", "--budgets",
                          "10000", "--seeds", "0", "--out", str(tmp_path / "out"),
-                         "--cache", str(cache), "--force"])
+                         "--cache", str(cache), "--ledger", str(ledger), "--force"])
     assert seen == [False]
