@@ -93,26 +93,32 @@ def _one_at_a_time_method(log, stop_before: int | None, trainings: list,
     return method
 
 
-def test_a_run_stopped_inside_a_trial_count_resumes_at_the_next_observation(monkeypatch,
-                                                                           tmp_path):
+@pytest.mark.parametrize("cache_lost", [False, True])
+def test_a_run_stopped_inside_a_trial_count_resumes_at_the_next_observation(
+        monkeypatch, tmp_path, cache_lost):
     """Stopped before observation 3 of T = 20, the run resumes there: observations 1–2 are
-    not sampled again, no retraining, and every draw is the one an unstopped run makes
-    (the generators' states are kept with the draws)."""
+    not sampled again and every draw is the one an unstopped run makes (the generators'
+    states are kept with the draws). From the pickled cache it does not retrain; with the
+    cache lost (another machine) it trains anew, finds the same parameters and goes on
+    from the committed ledger."""
     task = _toy_task()
     task.observe = lambda k, trials: torch.full((trials, 2), float(k))
     trainings = []
+    kept = {"cache": tmp_path / "cache", "ledger": tmp_path / "ledger"}
 
     stopped = tmp_path / "stopped.log"
     stopped.with_suffix(".stop").touch()
     monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
                         _one_at_a_time_method(stopped, 3, trainings))
     with pytest.raises(Stop):
-        versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
+        versus_sbi.run_one(task, "toy_method", 10, 0, 200, **kept)
     before = stopped.read_text().splitlines()
     # T = 1 in one batched call, then observations 1 and 2 of T = 20
     assert [line.split(" [")[0] for line in before] == ["1", "20", "20"]
-    resumed = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache")
-    assert trainings == [0]
+    if cache_lost:
+        run_cache.cache_path(kept["cache"], "toy", "toy_method", 10, 0).unlink()
+    resumed = versus_sbi.run_one(task, "toy_method", 10, 0, 200, **kept)
+    assert trainings == ([0, 0] if cache_lost else [0])
 
     straight = tmp_path / "straight.log"
     monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
@@ -123,37 +129,6 @@ def test_a_run_stopped_inside_a_trial_count_resumes_at_the_next_observation(monk
     assert [line.split(" ")[1] for line in straight.read_text().splitlines()[1:]] == [
         f"[{k}]" for k in range(1, 6)]
     assert resumed["trials"]["20"]["c2st"] == unstopped["trials"]["20"]["c2st"]
-
-
-def test_a_run_goes_on_from_its_ledger_on_another_machine(monkeypatch, tmp_path):
-    """Stopped before observation 3 of T = 20 and its pickled cache lost (another machine),
-    the run trains anew, finds the same parameters and goes on from the committed ledger:
-    observations 1–2 are not sampled again and every draw is an unstopped run's."""
-    task = _toy_task()
-    task.observe = lambda k, trials: torch.full((trials, 2), float(k))
-    trainings = []
-    stopped = tmp_path / "stopped.log"
-    stopped.with_suffix(".stop").touch()
-    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
-                        _one_at_a_time_method(stopped, 3, trainings))
-    with pytest.raises(Stop):
-        versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "cache",
-                           ledger=tmp_path / "ledger")
-    run_cache.cache_path(tmp_path / "cache", "toy", "toy_method", 10, 0).unlink()
-    resumed = versus_sbi.run_one(task, "toy_method", 10, 0, 200, cache=tmp_path / "other",
-                                 ledger=tmp_path / "ledger")
-    assert trainings == [0, 0]  # trained anew, to the same parameters
-    assert [line.split(" ")[1] for line in stopped.read_text().splitlines()[1:]] == [
-        f"[{k}]" for k in range(1, 6)]  # no observation sampled twice
-
-    straight = tmp_path / "straight.log"
-    monkeypatch.setitem(versus_sbi.METHODS, "toy_method",
-                        _one_at_a_time_method(straight, None, trainings))
-    unstopped = versus_sbi.run_one(task, "toy_method", 10, 0, 200)
-    assert stopped.read_text() == straight.read_text()  # bit-identical draws
-    assert resumed["trials"] == {
-        trials: {**scores, "sample_seconds": resumed["trials"][trials]["sample_seconds"]}
-        for trials, scores in unstopped["trials"].items()}
 
 
 def test_a_ledger_of_other_parameters_is_not_used(monkeypatch, tmp_path):
