@@ -18,7 +18,7 @@ import cloudpickle
 import sbi_mflow
 from benchmarks.methods import Fitted
 
-__all__ = ["cache_path", "code_key", "load_unfinished", "save_unfinished"]
+__all__ = ["cache_path", "code_key", "load_unfinished", "save_unfinished", "write_atomically"]
 
 
 def cache_path(cache: Path, task: str, method: str, budget: int, seed: int) -> Path:
@@ -61,9 +61,14 @@ def save_unfinished(path: Path | None, fitted: Fitted, result: dict,
     to)."""
     if path is None:
         return
+    write_atomically(path, cloudpickle.dumps({"code": code_key(), "fitted": fitted,
+                                              "result": result, "progress": progress}))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` through a ``.tmp`` file beside it: a stop mid-write
+    leaves the previous file, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
-    with partial.open("wb") as file:
-        cloudpickle.dump({"code": code_key(), "fitted": fitted, "result": result,
-                          "progress": progress}, file)
-    partial.replace(path)  # never a half-written cache
+    partial.write_bytes(data)
+    partial.replace(path)

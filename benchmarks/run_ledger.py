@@ -24,6 +24,7 @@ import numpy
 import torch
 
 from benchmarks.methods import Fitted
+from benchmarks.run_cache import write_atomically
 
 __all__ = ["ledger_path", "load_ledger", "parameter_digest", "save_ledger"]
 
@@ -78,10 +79,7 @@ def save_ledger(path: Path | None, fitted: Fitted, result: dict,
         return
     record = {"digest": parameter_digest(fitted.network), "result": result,
               "progress": None if progress is None else _encode_progress(progress)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(record) + "\n")
-    partial.replace(path)
+    write_atomically(path, (json.dumps(record) + "\n").encode())
 
 
 def load_ledger(path: Path | None, fitted: Fitted) -> tuple[dict, dict | None] | None:
