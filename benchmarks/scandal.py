@@ -100,7 +100,8 @@ def _builder(model: str, args: argparse.Namespace, manifold_dim: int):
 
 
 def train(model: str, alpha: float, theta, x, score, simulator, args):
-    """A ManifoldNLE with the model trained at SCANDAL weight α, and its wall time."""
+    """A ManifoldNLE with the model trained at SCANDAL weight α, the trained estimator, and
+    the wall time."""
     torch.manual_seed(args.seed)  # same initialisation and validation split for both α
     inference = sbi_mflow.ManifoldNLE(
         simulator.prior, density_estimator=_builder(model, args, simulator.manifold_dim),
@@ -108,13 +109,13 @@ def train(model: str, alpha: float, theta, x, score, simulator, args):
     )
     inference.append_simulations(theta, x, score=score)
     start = time.perf_counter()
-    inference.train(
+    estimator = inference.train(
         schedule="sequential" if model == "mflow" else "simultaneous",
         scandal_weight=alpha, max_num_epochs=args.epochs,
         density_epochs=args.density_epochs if model == "mflow" else None,
         training_batch_size=args.batch, learning_rate=args.lr,
     )
-    return inference, time.perf_counter() - start
+    return inference, estimator, time.perf_counter() - start
 
 
 def held_out_score_error(model: str, estimator, theta, x, score) -> float:
@@ -128,7 +129,8 @@ def held_out_score_error(model: str, estimator, theta, x, score) -> float:
     return float(torch.cat(errors).mean())
 
 
-def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, dict[str, Any]]:
+def sample_posterior(model: str, inference, estimator, prior, x_o,
+                     args) -> tuple[torch.Tensor, dict[str, Any]]:
     """``args.samples`` posterior draws and the sampler's diagnostics (``method``, its
     numbers, and a one-line ``note``)."""
     if model == "mflow" or args.nsf_sampler == "nuts":
@@ -140,12 +142,11 @@ def sample_posterior(model: str, inference, x_o, args) -> tuple[torch.Tensor, di
         from sbi.inference.potentials import likelihood_estimator_based_potential
         from sbi.samplers.rejection.rejection import rejection_sample
 
-        potential, transform = likelihood_estimator_based_potential(
-            inference._neural_net, inference._prior, x_o)
+        potential, transform = likelihood_estimator_based_potential(estimator, prior, x_o)
         # sbi's RejectionPosterior searches the maximum by gradient ascent from 1000 of 10000
         # prior draws (minutes here) and cannot reshape partial results: call its sampler.
         samples, acceptance = rejection_sample(
-            potential, inference._prior, transform, num_samples=args.samples,
+            potential, prior, transform, num_samples=args.samples,
             show_progress_bars=False, max_sampling_batch_size=2000,
             num_samples_to_find_max=500, num_iter_to_find_max=100, m=1.2,
             max_sampling_time=args.rejection_timeout, return_partial_on_timeout=True,
@@ -198,7 +199,30 @@ def metrics(samples: torch.Tensor, reference: torch.Tensor, theta_true) -> dict[
         return dict(c2st=math.nan, lp=math.nan)
 
 
-def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
+def run_arm(model: str, alpha: float, simulations, held_out, simulator, x_o, reference,
+            args) -> dict[str, Any]:
+    """Train one (model, α) arm on ``simulations`` = (θ, x, t), then score its posterior for
+    ``x_o`` against ``reference`` and its θ-score on ``held_out`` = (θ, x, t)."""
+    label = f"{MODELS[model]}, α={alpha:g}"
+    inference, estimator, train_s = train(model, alpha, *simulations, simulator, args)
+    score_error = held_out_score_error(model, estimator, *held_out)
+    epochs = inference.summary["epochs_trained"][-1]
+    print(f"{label:24s} trained {epochs} epochs in {train_s:6.1f} s; held-out score "
+          f"error {score_error:.3f}", flush=True)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    samples, sampler = sample_posterior(model, inference, estimator, simulator.prior, x_o, args)
+    sample_s = time.perf_counter() - start
+    quality = metrics(samples, reference, simulator.default_theta)
+    print(f"{label:24s} sampled in {sample_s:6.1f} s ({sampler['note']}); C2ST "
+          f"{quality['c2st']:.3f}, log p(θ_true|x_o) {quality['lp']:.2f}", flush=True)
+    return {"model": model, "scandal_weight": alpha, "simulations": len(simulations[0]),
+            "c2st": quality["c2st"], "log_posterior_true_theta": quality["lp"],
+            "score_error": score_error, "train_s": train_s, "epochs": epochs,
+            "sample_s": sample_s, "draws": int(samples.shape[0]), "sampler": sampler}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--simulations", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--scandal-weight", type=float, default=2.0, help="α of the SCANDAL arm")
@@ -231,7 +255,22 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
                         help="writes benchmarks/results/NAME.json (default scandal, with "
                              "--quick scandal_quick)")
     parser.add_argument("--report", action="store_true", help="print section() and exit")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _baselines(reference, reference_2, prior_draws, theta_true) -> dict[str, tuple[float, float]]:
+    """C2ST and log p(θ_true | x_o) of a second reference draw (the metric's floor) and of
+    the prior (its ceiling)."""
+    return {
+        "reference posterior": (c2st(reference_2, reference),
+                                log_posterior_at_true_theta(theta_true, reference_2)),
+        "prior": (c2st(prior_draws, reference),
+                  log_posterior_at_true_theta(theta_true, prior_draws)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     if args.report:
         print(section(), end="")
         return
@@ -258,12 +297,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
     reference = simulator.reference_posterior(x_o, args.samples, method="grid").float()
     reference_2 = simulator.reference_posterior(x_o, args.samples, method="grid").float()
     prior_draws = simulator.prior.sample((args.samples,)).float()
-    baseline = {
-        "reference posterior": (c2st(reference_2, reference),
-                                log_posterior_at_true_theta(theta_true, reference_2)),
-        "prior": (c2st(prior_draws, reference),
-                  log_posterior_at_true_theta(theta_true, prior_draws)),
-    }
+    baseline = _baselines(reference, reference_2, prior_draws, theta_true)
     zero_score_error = float((score_test**2).sum(1).mean())
     print(f"x_o: {args.trials} iid trials at θ = {theta_true.tolist()}; reference posterior "
           f"mean {[round(v, 2) for v in reference.mean(0).tolist()]}, "
@@ -278,26 +312,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
         _rule(f"{n} simulations")
         theta, x, score = theta_all[:n], x_all[:n], score_all[:n]
         for model, a in arms:
-            label = f"{MODELS[model]}, α={a:g}"
-            inference, train_s = train(model, a, theta, x, score, simulator, args)
-            estimator = inference._neural_net
-            score_error = held_out_score_error(model, estimator, theta_test, x_test, score_test)
-            epochs = inference.summary["epochs_trained"][-1]
-            print(f"{label:24s} trained {epochs} epochs in {train_s:6.1f} s; held-out score "
-                  f"error {score_error:.3f}", flush=True)
-            torch.manual_seed(args.seed)
-            start = time.perf_counter()
-            samples, sampler = sample_posterior(model, inference, x_o, args)
-            sample_s = time.perf_counter() - start
-            quality = metrics(samples, reference, theta_true)
-            runs.append({"model": model, "scandal_weight": a, "simulations": n,
-                         "c2st": quality["c2st"],
-                         "log_posterior_true_theta": quality["lp"],
-                         "score_error": score_error, "train_s": train_s, "epochs": epochs,
-                         "sample_s": sample_s, "draws": int(samples.shape[0]),
-                         "sampler": sampler})
-            print(f"{label:24s} sampled in {sample_s:6.1f} s ({sampler['note']}); C2ST "
-                  f"{quality['c2st']:.3f}, log p(θ_true|x_o) {quality['lp']:.2f}", flush=True)
+            runs.append(run_arm(model, a, (theta, x, score), (theta_test, x_test, score_test),
+                                simulator, x_o, reference, args))
 
     from sbi_mflow.training.config import TrainConfig
 
@@ -306,13 +322,14 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901 - a linear script
     settings.update(manifold_epochs=config.manifold_epochs,
                     density_epochs=args.density_epochs or config.manifold_epochs,
                     stop_after_epochs=config.stop_after_epochs)
+    box = simulator.prior.support.base_constraint  # BoxUniform: an interval per θ_i
     command = "python -m benchmarks.scandal " + " ".join(sys.argv[1:] if argv is None else argv)
     path = write_result(args.name or ("scandal_quick" if args.quick else NAME), {
         "command": command.strip(), "settings": settings, "machine": machine(),
         "simulator": {"name": "ParticleDecay", "data_dim": simulator.data_dim,
                       "manifold_dim": simulator.manifold_dim,
-                      "param_dim": simulator.param_dim, "low": simulator._low.tolist(),
-                      "high": simulator._high.tolist(), "theta_true": theta_true.tolist()},
+                      "param_dim": simulator.param_dim, "low": box.lower_bound.tolist(),
+                      "high": box.upper_bound.tolist(), "theta_true": theta_true.tolist()},
         "baselines": {name.replace(" ", "_"): {"c2st": acc, "log_posterior_true_theta": lp}
                       for name, (acc, lp) in baseline.items()},
         "zero_score_error": zero_score_error, "score_test_simulations": len(theta_test),
