@@ -109,30 +109,13 @@ def _draw(fitted: Fitted, draws: int, xs: Tensor, seed: int, progress: dict | No
     return torch.stack(progress["draws"], dim=1), progress["seconds"]
 
 
-def run_one(task, method: str, budget: int, seed: int, draws: int,
-            cache: Path | None = None, ledger: Path | None = None) -> dict:
-    """Train ``method`` on ``budget`` simulations of ``task`` (seed ``seed``) and score its
-    posterior on observations 1–5 for every T of the task (budget 0: a method that uses no
-    simulations).
-
-    With ``cache`` (a folder), the trained model, each T's scores and, for a sampler that
-    takes observations one at a time, each observation's draws are kept there as they are
-    done, and a run of the same code that was stopped resumes from them (no retraining, no
-    T or observation sampled twice; sbi's methods, which do not use sbi-mflow, also under
-    another sbi-mflow version); the cache file goes once the run is complete. With
-    ``ledger`` (a folder), the same progress, without the model, is also written as JSON there
-    (:mod:`benchmarks.run_ledger`), for a run that another machine goes on with: it trains
-    the model anew and resumes only if the parameters come out the same.
-    """
-    from sbi_mflow.metrics import c2st
-
-    path = cache_path(cache, task.name, method, budget, seed) if cache else None
-    written = ledger_path(ledger, task.name, method, budget, seed) if ledger else None
-
-    def keep(fitted: Fitted, result: dict, progress: dict | None = None) -> None:
-        save_unfinished(path, fitted, result, progress)
-        save_ledger(written, fitted, result, progress)
-
+def _resume_or_train(task, method: str, budget: int, seed: int, path: Path | None,
+                     written: Path | None,
+                     keep: Callable[[Fitted, dict, dict | None], None],
+                     ) -> tuple[Fitted, dict, dict | None]:
+    """The fitted model, the result so far and the unfinished T's progress: from the pickled
+    cache at ``path`` if there is one, else trained anew and, where the ledger at ``written``
+    was written by a model with the same parameters, with that ledger's progress."""
     unfinished = load_unfinished(path, uses_sbi_mflow=method in CURRENT_SINCE)
     if unfinished is None:
         torch.manual_seed(seed)
@@ -160,6 +143,34 @@ def run_one(task, method: str, budget: int, seed: int, draws: int,
                            if result["trials"] else "")
               + (f", {len(progress['draws'])} observations of T = {progress['trials']}"
                  if progress else ""), flush=True)
+    return fitted, result, progress
+
+
+def run_one(task, method: str, budget: int, seed: int, draws: int,
+            cache: Path | None = None, ledger: Path | None = None) -> dict:
+    """Train ``method`` on ``budget`` simulations of ``task`` (seed ``seed``) and score its
+    posterior on observations 1–5 for every T of the task (budget 0: a method that uses no
+    simulations).
+
+    With ``cache`` (a folder), the trained model, each T's scores and, for a sampler that
+    takes observations one at a time, each observation's draws are kept there as they are
+    done, and a run of the same code that was stopped resumes from them (no retraining, no
+    T or observation sampled twice; sbi's methods, which do not use sbi-mflow, also under
+    another sbi-mflow version); the cache file goes once the run is complete. With
+    ``ledger`` (a folder), the same progress, without the model, is also written as JSON there
+    (:mod:`benchmarks.run_ledger`), for a run that another machine goes on with: it trains
+    the model anew and resumes only if the parameters come out the same.
+    """
+    from sbi_mflow.metrics import c2st
+
+    path = cache_path(cache, task.name, method, budget, seed) if cache else None
+    written = ledger_path(ledger, task.name, method, budget, seed) if ledger else None
+
+    def keep(fitted: Fitted, result: dict, progress: dict | None = None) -> None:
+        save_unfinished(path, fitted, result, progress)
+        save_ledger(written, fitted, result, progress)
+
+    fitted, result, progress = _resume_or_train(task, method, budget, seed, path, written, keep)
     for trials in task.trials:
         if str(trials) in result["trials"]:
             continue
