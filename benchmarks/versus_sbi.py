@@ -23,15 +23,19 @@ model anew and goes on from there if the parameters are bit for bit the same
 (:mod:`benchmarks.run_ledger`).
 ``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
 JSON (the tables, the verdicts and the figure: :mod:`benchmarks.versus_sbi_report`).
+
 Memory: sbi's NLE at T > 1 starts each of its 20 chains from 10⁴ prior candidates scored
 on all T trials at once (sbi's default ``init_strategy="resample"``); on lifted
 gaussian_linear at T = 20 that peaks at 19.4 GB resident. Under glibc's default allocator
 the freed blocks stay in the heap and the peak grows by about half a GB per chain, past a
-24 GB machine within two observations; ``MALLOC_MMAP_THRESHOLD_=4194304`` returns them to
-the system and holds the peak at 19.4 GB.
+24 GB machine within two observations. ``MALLOC_MMAP_THRESHOLD_=4194304
+MALLOC_TRIM_THRESHOLD_=4194304`` (the setting measured) return them to the system and
+hold the peak at 19.4 GB.
+
 Commands (one torch thread)::
 
-    MALLOC_MMAP_THRESHOLD_=4194304 python -m benchmarks.versus_sbi  # 10^3, 10^4; seeds 0, 1
+    export MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=4194304
+    python -m benchmarks.versus_sbi                          # 10^3 and 10^4, seeds 0 and 1
     python -m benchmarks.versus_sbi --budgets 1000 --tasks polynomial_surface
     python -m benchmarks.versus_sbi --full                   # adds 10^5
     python -m benchmarks.versus_sbi --report
