@@ -21,7 +21,8 @@ sbi's methods the same progress, without the model, goes to ``--ledger``
 (``benchmarks/unfinished/versus_sbi``, committed): on another machine the run trains its
 model anew and goes on from there if the parameters are bit for bit the same
 (:mod:`benchmarks.run_ledger`).
-``--dry-run`` lists the runs a command would make; ``--report`` prints the table from the
+``--dry-run`` lists the runs a command would make, each with the time it should take by
+the mean of its other seeds' runs (less the sampling its ledger holds); ``--report`` prints the table from the
 JSON (the tables, the verdicts and the figure: :mod:`benchmarks.versus_sbi_report`).
 
 Memory: sbi's NLE at T > 1 starts each of its 20 chains from 10⁴ prior candidates scored
@@ -217,6 +218,35 @@ def _needs_run(path: Path) -> bool:
     return not path.exists() or is_stale(json.loads(path.read_text()))
 
 
+def _run_seconds(record: dict) -> float:
+    """A run's training and sampling seconds (all T's, and the observations of an unfinished
+    T that its ledger ``progress`` holds)."""
+    result, progress = record.get("result", record), record.get("progress")
+    return (result["train_seconds"]
+            + sum(trial["sample_seconds"] for trial in result["trials"].values())
+            + (progress["seconds"] if progress else 0.0))
+
+
+def expected_seconds(out: Path, task: str, method: str, budget: int, seed: int,
+                     ledger: Path | None = None) -> tuple[float, list[int]] | None:
+    """Seconds the run still takes, by the other seeds' runs of the same task, method and
+    budget in ``out`` (their mean time), less the sampling its ledger holds (a run that
+    resumes from its ledger trains again); ``None`` where no other seed has been run."""
+    others = {}
+    for path in sorted((out / task).glob(f"{method}-n{budget}-seed*.json")):
+        other = int(path.stem.rsplit("seed", 1)[1])
+        if other != seed:
+            others[other] = _run_seconds(json.loads(path.read_text()))
+    if not others:
+        return None
+    expected = sum(others.values()) / len(others)
+    written = ledger_path(ledger, task, method, budget, seed) if ledger else None
+    if written is not None and written.exists():
+        record = json.loads(written.read_text())
+        expected -= _run_seconds(record) - record["result"]["train_seconds"]
+    return max(expected, 0.0), list(others)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
@@ -241,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.full and 100_000 not in args.budgets:
         args.budgets.append(100_000)
     torch.set_num_threads(args.threads)
+    total, unknown = 0.0, 0  # --dry-run's estimate of the runs' seconds
     if not args.report:
         done: set[Path] = set()  # a budget-0 method runs once, whatever the budgets
         for budget in args.budgets:
@@ -260,8 +291,17 @@ def main(argv: list[str] | None = None) -> None:
                         unfinished = (cache_path(args.cache, name, method, used, seed),
                                       ledger_path(args.ledger, name, method, used, seed))
                         if args.dry_run:
+                            expected = expected_seconds(args.out, name, method, used, seed,
+                                                        args.ledger)
+                            if expected is None:
+                                unknown += 1
+                            else:
+                                total += expected[0]
                             print(f"would run: {name} {method} n={used} seed {seed}"
-                                  + (" (from its ledger)" if unfinished[1].exists() else ""))
+                                  + (" (from its ledger)" if unfinished[1].exists() else "")
+                                  + ("" if expected is None else
+                                     f": about {expected[0] / 3600:.1f} h by seed "
+                                     + ", ".join(map(str, expected[1]))))
                             continue
                         if args.force:  # redo it: no model or draws of an earlier attempt
                             for kept in unfinished:
@@ -276,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
                         for kept in unfinished:
                             kept.unlink(missing_ok=True)
     if args.dry_run:
-        print(f"{len(done)} runs to make.")
+        print(f"{len(done)} runs to make: about {total / 3600:.1f} h of "
+              f"{args.threads}-thread time by other seeds' runs"
+              + (f"; {unknown} more with no other seed's run to go by." if unknown else "."))
         return
     print(table(load_results(args.out)))
 

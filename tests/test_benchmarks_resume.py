@@ -285,3 +285,33 @@ def test_force_discards_the_cache_of_an_unfinished_run(monkeypatch, tmp_path):
                          "10000", "--seeds", "0", "--out", str(tmp_path / "out"),
                          "--cache", str(cache), "--ledger", str(ledger), "--force"])
     assert seen == [False]
+
+
+def test_a_dry_run_times_a_run_by_its_other_seeds_less_what_its_ledger_holds(tmp_path):
+    """Seeds 0 and 2 took 100 + 20 + 300 and 140 + 40 + 500 s (train, T = 1, T = 20): seed 1
+    is expected to take their mean, 550 s; with a ledger holding its T = 1 (30 s) and two
+    T = 20 observations (120 s), 400 s, since a ledger resume trains again."""
+    import json
+
+    for seed, seconds in ((0, (100.0, 20.0, 300.0)), (2, (140.0, 40.0, 500.0))):
+        path = versus_sbi.result_path(tmp_path, "toy", "sbi_nle", 1000, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"train_seconds": seconds[0], "trials": {
+            "1": {"sample_seconds": seconds[1]}, "20": {"sample_seconds": seconds[2]}}}))
+    # Another method's and another budget's runs are not this run's other seeds.
+    for method, budget in (("sbi_nle_true_chart", 1000), ("sbi_nle", 10_000)):
+        path = versus_sbi.result_path(tmp_path, "toy", method, budget, 0)
+        path.write_text(json.dumps({"train_seconds": 9e9, "trials": {}}))
+    ledgers = tmp_path / "ledger"
+    # Sums of a few binary-exact seconds: exact in float64.
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 1, ledgers) == (
+        550.0, [0, 2])
+    written = run_ledger.ledger_path(ledgers, "toy", "sbi_nle", 1000, 1)
+    written.parent.mkdir(parents=True)
+    written.write_text(json.dumps({"result": {"train_seconds": 7.0, "trials": {
+        "1": {"sample_seconds": 30.0}}}, "progress": {"seconds": 120.0}}))
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 1, ledgers) == (
+        400.0, [0, 2])
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 0, ledgers) == (
+        (140.0 + 40.0 + 500.0), [2])
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "mflow", 1000, 1) is None
