@@ -22,8 +22,9 @@ sbi's methods the same progress, without the model, goes to ``--ledger``
 model anew and goes on from there if the parameters are bit for bit the same
 (:mod:`benchmarks.run_ledger`).
 ``--dry-run`` lists the runs a command would make, each with the time it should take by
-the mean of its other seeds' runs (less the sampling its ledger holds); ``--report`` prints the table from the
-JSON (the tables, the verdicts and the figure: :mod:`benchmarks.versus_sbi_report`).
+the mean of its other seeds' runs (less the sampling its ledger holds); ``--report``
+prints the table from the JSON (the tables, the verdicts and the figure:
+:mod:`benchmarks.versus_sbi_report`).
 
 Memory: sbi's NLE at T > 1 starts each of its 20 chains from 10⁴ prior candidates scored
 on all T trials at once (sbi's default ``init_strategy="resample"``); on lifted
