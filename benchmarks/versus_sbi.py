@@ -229,10 +229,11 @@ def _run_seconds(record: dict) -> float:
 
 
 def expected_seconds(out: Path, task: str, method: str, budget: int, seed: int,
-                     ledger: Path | None = None) -> tuple[float, list[int]] | None:
+                     written: Path | None = None) -> tuple[float, list[int]] | None:
     """Seconds the run still takes, by the other seeds' runs of the same task, method and
-    budget in ``out`` (their mean time), less the sampling its ledger holds (a run that
-    resumes from its ledger trains again); ``None`` where no other seed has been run."""
+    budget in ``out`` (their mean time), less the sampling its ledger at ``written`` holds
+    (a run that resumes from its ledger trains again); ``None`` where no other seed has been
+    run."""
     others = {}
     for path in sorted((out / task).glob(f"{method}-n{budget}-seed*.json")):
         other = int(path.stem.rsplit("seed", 1)[1])
@@ -241,7 +242,6 @@ def expected_seconds(out: Path, task: str, method: str, budget: int, seed: int,
     if not others:
         return None
     expected = sum(others.values()) / len(others)
-    written = ledger_path(ledger, task, method, budget, seed) if ledger else None
     if written is not None and written.exists():
         record = json.loads(written.read_text())
         expected -= _run_seconds(record) - record["result"]["train_seconds"]
@@ -272,9 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.full and 100_000 not in args.budgets:
         args.budgets.append(100_000)
     torch.set_num_threads(args.threads)
-    total, unknown = 0.0, 0  # --dry-run's estimate of the runs' seconds
     if not args.report:
         done: set[Path] = set()  # a budget-0 method runs once, whatever the budgets
+        estimates: list[float | None] = []  # --dry-run's: each run's expected seconds
         for budget in args.budgets:
             for seed in args.seeds:
                 for name in args.tasks:
@@ -293,11 +293,8 @@ def main(argv: list[str] | None = None) -> None:
                                       ledger_path(args.ledger, name, method, used, seed))
                         if args.dry_run:
                             expected = expected_seconds(args.out, name, method, used, seed,
-                                                        args.ledger)
-                            if expected is None:
-                                unknown += 1
-                            else:
-                                total += expected[0]
+                                                        unfinished[1])
+                            estimates.append(None if expected is None else expected[0])
                             print(f"would run: {name} {method} n={used} seed {seed}"
                                   + (" (from its ledger)" if unfinished[1].exists() else "")
                                   + ("" if expected is None else
@@ -317,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
                         for kept in unfinished:
                             kept.unlink(missing_ok=True)
     if args.dry_run:
+        total = sum(seconds for seconds in estimates if seconds is not None)
+        unknown = estimates.count(None)
         print(f"{len(done)} runs to make: about {total / 3600:.1f} h of "
               f"{args.threads}-thread time by other seeds' runs"
               + (f"; {unknown} more with no other seed's run to go by." if unknown else "."))

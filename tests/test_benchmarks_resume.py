@@ -302,16 +302,15 @@ def test_a_dry_run_times_a_run_by_its_other_seeds_less_what_its_ledger_holds(tmp
     for method, budget in (("sbi_nle_true_chart", 1000), ("sbi_nle", 10_000)):
         path = versus_sbi.result_path(tmp_path, "toy", method, budget, 0)
         path.write_text(json.dumps({"train_seconds": 9e9, "trials": {}}))
-    ledgers = tmp_path / "ledger"
+    written = run_ledger.ledger_path(tmp_path / "ledger", "toy", "sbi_nle", 1000, 1)
     # Sums of a few binary-exact seconds: exact in float64.
-    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 1, ledgers) == (
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 1, written) == (
         550.0, [0, 2])
-    written = run_ledger.ledger_path(ledgers, "toy", "sbi_nle", 1000, 1)
     written.parent.mkdir(parents=True)
     written.write_text(json.dumps({"result": {"train_seconds": 7.0, "trials": {
         "1": {"sample_seconds": 30.0}}}, "progress": {"seconds": 120.0}}))
-    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 1, ledgers) == (
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 1, written) == (
         400.0, [0, 2])
-    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 0, ledgers) == (
+    assert versus_sbi.expected_seconds(tmp_path, "toy", "sbi_nle", 1000, 0) == (
         (140.0 + 40.0 + 500.0), [2])
     assert versus_sbi.expected_seconds(tmp_path, "toy", "mflow", 1000, 1) is None
